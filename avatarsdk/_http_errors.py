@@ -1,0 +1,79 @@
+"""Turning HTTP-level rejections (the token call, the WebSocket upgrade) into error details."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Tuple
+
+from .errors import AvatarSDKErrorCode, classify
+
+RAW_BODY_LIMIT = 64 * 1024  # characters of a response body kept on an error
+
+
+def redact(text: str, secrets: Tuple[str, ...]) -> str:
+    """``text`` with every occurrence of each non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def json_or_none(text: str) -> Any:
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def int_or_none(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def error_details(document: Any, text: str) -> Dict[str, Optional[str]]:
+    """``status``, ``code``, ``title`` and ``detail`` of a JSON:API error document (first error), a flat
+    ``{"code", "message", ...}`` object, or a plain-text body (as ``detail``)."""
+    if isinstance(document, dict):
+        errors = document.get("errors")
+        source: Any = errors[0] if isinstance(errors, list) and errors else document
+        if isinstance(source, dict):
+            return {
+                "status": _str_or_none(source.get("status")),
+                "code": _str_or_none(source.get("code") or source.get("error") or source.get("id")),
+                "title": _str_or_none(source.get("title")),
+                "detail": _str_or_none(source.get("detail") or source.get("message")),
+            }
+        return {"status": None, "code": None, "title": None, "detail": None}
+    stripped = text.strip()
+    return {"status": None, "code": None, "title": None, "detail": stripped[:1000] or None}
+
+
+def build_http_error(
+    prefix: str,
+    *,
+    phase: str,
+    http_status: int,
+    details: Dict[str, Optional[str]],
+) -> Tuple[str, AvatarSDKErrorCode, bool]:
+    """Message, code and retryability of an HTTP-level rejection (token call or WebSocket upgrade)."""
+    text = " | ".join(v for v in (details.get("code"), details.get("title"), details.get("detail")) if v)
+    code, retryable, _ = classify(phase=phase, http_status=http_status, server_code=details.get("code"), text=text)
+    parts = [p for p in (details.get("title"), details.get("detail")) if p]
+    message = f"{prefix} (HTTP {http_status})"
+    if parts:
+        message += ": " + " - ".join(parts)
+    elif details.get("code"):
+        message += f": {details['code']}"
+    return message, code, retryable

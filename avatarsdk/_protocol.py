@@ -1,0 +1,206 @@
+"""The ingress protocol without I/O: URLs, auth, and encoding/decoding of protobuf messages.
+
+Nothing here touches a socket or a thread, so every rule of the wire format is testable on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from google.protobuf.message import DecodeError
+
+from ._proto import ingress_v2_pb2 as pb
+from .session_config import AudioFormat, SessionConfig
+
+__all__ = [
+    "Animation",
+    "Confirm",
+    "Malformed",
+    "ServerErrorMessage",
+    "Unknown",
+    "decode",
+    "encode_audio",
+    "encode_configure",
+    "encode_interrupt",
+    "redact_url",
+    "websocket_target",
+]
+
+WEBSOCKET_PATH = "/websocket"
+SESSION_TOKEN_PATH = "/session-tokens"
+_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+_SECRET_QUERY_KEYS = frozenset({"sessionkey"})
+
+
+def session_token_url(console_endpoint_url: str) -> str:
+    """The token call's URL: ``{console}/session-tokens``."""
+    return console_endpoint_url.rstrip("/") + SESSION_TOKEN_PATH
+
+
+def websocket_target(
+    ingress_endpoint_url: str,
+    *,
+    avatar_id: str,
+    app_id: str,
+    session_token: str,
+    use_query_auth: bool,
+) -> Tuple[str, Dict[str, str]]:
+    """The WebSocket URL and auth headers for a v2 ingress.
+
+    ``{ingress}/websocket?id=<avatar_id>``, with http→ws and https→wss, existing query parameters kept; the
+    app id and session token go in ``X-App-ID``/``X-Session-Key`` headers, or in ``appId``/``sessionKey``
+    query parameters when ``use_query_auth`` is set.
+    """
+    parts = urlsplit(ingress_endpoint_url)
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"ingress_endpoint_url: expected scheme http, https, ws or wss, got {parts.scheme!r}")
+    query: List[Tuple[str, str]] = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "id"]
+    query.append(("id", avatar_id))
+    headers: Dict[str, str] = {}
+    if use_query_auth:
+        query = [(k, v) for k, v in query if k not in ("appId", "sessionKey")]
+        query += [("appId", app_id), ("sessionKey", session_token)]
+    else:
+        headers = {"X-App-ID": app_id, "X-Session-Key": session_token}
+    path = parts.path.rstrip("/") + WEBSOCKET_PATH
+    return urlunsplit((scheme, parts.netloc, path, urlencode(query), "")), headers
+
+
+def redact_url(url: str) -> str:
+    """``url`` with credential query values (``sessionKey``) replaced, for logs and messages."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parse_qsl(parts.query, True)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe="*"), parts.fragment))
+
+
+_AUDIO_FORMATS = {
+    AudioFormat.PCM_S16LE: pb.AUDIO_FORMAT_PCM_S16LE,
+    AudioFormat.OGG_OPUS: pb.AUDIO_FORMAT_OGG_OPUS,
+}
+
+
+def encode_configure(config: SessionConfig) -> bytes:
+    """CLIENT_CONFIGURE_SESSION for ``config`` (audio settings and the optional egress)."""
+    msg = pb.Message(type=pb.MESSAGE_CLIENT_CONFIGURE_SESSION)
+    conf = msg.client_configure_session
+    conf.sample_rate = config.sample_rate
+    conf.bitrate = config.bitrate
+    conf.audio_format = _AUDIO_FORMATS[config.audio_format]
+    conf.transport_compression = pb.TRANSPORT_COMPRESSION_NONE
+    livekit, agora = config.livekit_egress, config.agora_egress
+    if livekit is not None:
+        conf.egress_type = pb.EGRESS_TYPE_LIVEKIT
+        lk = conf.livekit_egress
+        lk.url = livekit.url
+        lk.api_key = livekit.api_key
+        lk.api_secret = livekit.api_secret
+        lk.api_token = livekit.api_token
+        lk.room_name = livekit.room_name
+        lk.publisher_id = livekit.publisher_id
+        lk.extra_attributes.update(livekit.extra_attributes)
+        lk.idle_timeout = livekit.idle_timeout
+    elif agora is not None:
+        conf.egress_type = pb.EGRESS_TYPE_AGORA
+        ag = conf.agora_egress
+        ag.channel_name = agora.channel_name
+        ag.token = agora.token
+        ag.uid = agora.uid
+        ag.publisher_id = agora.publisher_id
+    return msg.SerializeToString()
+
+
+def encode_audio(req_id: str, audio: bytes, end: bool) -> bytes:
+    """CLIENT_AUDIO_INPUT carrying one chunk of request ``req_id``."""
+    msg = pb.Message(type=pb.MESSAGE_CLIENT_AUDIO_INPUT)
+    chunk = msg.client_audio_input
+    chunk.req_id = req_id
+    chunk.end = end
+    chunk.audio = audio
+    return msg.SerializeToString()
+
+
+def encode_interrupt(req_id: str) -> bytes:
+    """CLIENT_INTERRUPT naming request ``req_id``."""
+    msg = pb.Message(type=pb.MESSAGE_CLIENT_INTERRUPT)
+    msg.client_interrupt.req_id = req_id
+    return msg.SerializeToString()
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """SERVER_CONFIRM_SESSION."""
+
+    connection_id: str
+
+
+@dataclass(frozen=True)
+class ServerErrorMessage:
+    """SERVER_ERROR."""
+
+    code: int
+    message: str
+    connection_id: str
+    req_id: str
+
+
+@dataclass(frozen=True)
+class Animation:
+    """SERVER_RESPONSE_ANIMATION; ``data`` is the whole message exactly as received."""
+
+    data: bytes
+    req_id: str
+    end: bool
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A message of a type this SDK does not handle (newer servers add types)."""
+
+    type: int
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Bytes that are not a protobuf ``Message``."""
+
+    reason: str
+    size: int
+
+
+Decoded = Union[Confirm, ServerErrorMessage, Animation, Unknown, Malformed]
+
+
+def decode(data: bytes) -> Decoded:
+    """Decode one binary WebSocket message from the server."""
+    msg = pb.Message()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        return Malformed(reason=str(exc) or "DecodeError", size=len(data))
+    except Exception as exc:  # noqa: BLE001 - hostile bytes must never kill the dispatcher, whatever the runtime raises
+        return Malformed(reason=str(exc) or type(exc).__name__, size=len(data))
+    kind = msg.type
+    if kind == pb.MESSAGE_SERVER_RESPONSE_ANIMATION:
+        anim = msg.server_response_animation
+        return Animation(data=data, req_id=anim.req_id, end=anim.end)
+    if kind == pb.MESSAGE_SERVER_CONFIRM_SESSION:
+        return Confirm(connection_id=msg.server_confirm_session.connection_id)
+    if kind == pb.MESSAGE_SERVER_ERROR:
+        err = msg.server_error
+        return ServerErrorMessage(
+            code=err.code, message=err.message, connection_id=err.connection_id, req_id=err.req_id
+        )
+    return Unknown(type=int(kind))
+
+
+def parse_close(payload: bytes) -> Tuple[Optional[int], str]:
+    """Close code and reason from a close frame's payload (code ``None`` when the frame has none)."""
+    if len(payload) < 2:
+        return None, ""
+    code = int.from_bytes(payload[:2], "big")
+    return code, payload[2:].decode("utf-8", errors="replace")

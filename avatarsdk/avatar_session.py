@@ -1,0 +1,581 @@
+"""The blocking avatar session: ``init()`` → ``start()`` → ``send_audio()`` … → ``close()``."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import logging
+import threading
+from datetime import datetime
+from types import TracebackType
+from typing import Optional, Tuple, Type, Union
+
+from . import _protocol
+from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
+from ._token import request_session_token
+from ._transport import CLOSE_NORMAL, Connection, Reader, StreamEnd, closed_error, server_error
+from ._validation import (
+    HttpTimeout,
+    check_audio,
+    check_config,
+    check_expire_at,
+    check_http_timeout,
+    check_int,
+    check_timeout,
+)
+from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
+from .logid import generate_log_id
+from .session_config import (
+    AgoraEgressConfig,
+    AudioFormat,
+    CloseCallback,
+    ErrorCallback,
+    LiveKitEgressConfig,
+    SessionConfig,
+    TransportFramesCallback,
+)
+
+__all__ = ["AvatarSession", "new_avatar_session"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HTTP_TIMEOUT: Tuple[float, float] = (5.0, 15.0)
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_SEND_TIMEOUT = 10.0
+DEFAULT_CLOSE_TIMEOUT = 5.0
+
+_session_numbers = itertools.count(1)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    INITIALIZED = "initialized"
+    STARTING = "starting"
+    STARTED = "started"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class AvatarSession:
+    """A session with the avatar service, driven from blocking code.
+
+    ``init()`` gets a session token, ``start()`` opens the WebSocket and completes the handshake,
+    ``send_audio()`` streams an utterance (``end=True`` on its last chunk), ``close()`` ends the session.
+    Used as a context manager, entering runs ``init()`` and ``start()`` and leaving runs ``close()``.
+
+    Received animation frames are delivered to ``config.transport_frames`` on the session's dispatcher thread
+    (``avatarsdk-dispatch-N``), in arrival order; faults go to ``config.on_error`` on the same thread, and
+    ``config.on_close`` is called there exactly once, after every frame received before the end. A separate
+    reader thread (``avatarsdk-reader-N``) owns the socket and never runs user code.
+
+    Thread-safety: every method may be called from any thread, including from inside callbacks.
+
+    Args:
+        config: The session configuration (copied; later changes to it have no effect).
+        http_timeout: Token call timeout in seconds, or ``(connect, read)`` seconds.
+        connect_timeout: Seconds for each blocking step of the WebSocket connect (TCP, TLS, upgrade).
+        handshake_timeout: Seconds from sending the session configuration to its confirmation.
+        send_timeout: Seconds a send may block on a server that is not reading.
+        close_timeout: Seconds ``close()`` waits for the server's close reply, and for each thread to end.
+        max_queued_frames: Received messages that may wait for the callbacks; past that the reader stops
+            reading (TCP back-pressure) until the callbacks catch up.
+
+    Every timeout may be ``None`` for no limit.
+
+    Raises:
+        TypeError, ValueError: a field of ``config`` or an argument is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
+        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+        handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+        send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
+        close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
+        max_queued_frames: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
+        check_config(config)
+        self._config = dataclasses.replace(config)
+        self._http_timeout = check_http_timeout(http_timeout)
+        self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
+        self._handshake_timeout = check_timeout("handshake_timeout", handshake_timeout)
+        self._send_timeout = check_timeout("send_timeout", send_timeout)
+        self._close_timeout = check_timeout("close_timeout", close_timeout)
+        if check_int("max_queued_frames", max_queued_frames) < 1:
+            raise ValueError(f"max_queued_frames: expected at least 1, got {max_queued_frames!r}")
+        self._max_queued = max_queued_frames
+
+        self._number = next(_session_numbers)
+        self._lock = threading.Lock()  # guards the state below
+        self._send_lock = threading.Lock()  # wire order of client messages, and the req_id state
+        self._state = _State.NEW
+        self._token: Optional[str] = None
+        self._conn: Optional[Connection] = None
+        self._reader: Optional[Reader] = None
+        self._dispatcher: Optional[Dispatcher[StreamEnd]] = None
+        self._queue: Optional[FrameQueue[StreamEnd]] = None
+        self._connection_id: Optional[str] = None
+        self._current_req_id: Optional[str] = None
+        self._last_req_id: Optional[str] = None
+        self._user_closed = False
+        self._send_failure: Optional[AvatarSDKError] = None
+        self._end_error: Optional[AvatarSDKError] = None
+        self._last_server_error_code: Optional[str] = None
+        self._on_close_called = False
+        self._finisher: Optional[int] = None  # thread running on_close
+        self._closed = threading.Event()
+
+    # ------------------------------------------------------------------------------------------ info
+
+    @property
+    def config(self) -> SessionConfig:
+        """The session's configuration."""
+        return self._config
+
+    @property
+    def connection_id(self) -> Optional[str]:
+        """The connection id the server confirmed in ``start()`` (``None`` before)."""
+        return self._connection_id
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once the session has ended (by ``close()`` or by the server) and ``on_close`` has run."""
+        return self._closed.is_set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<AvatarSession #{self._number} avatar_id={self._config.avatar_id!r} state={self._state.value}"
+            f" connection_id={self._connection_id!r}>"
+        )
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    def init(self) -> None:
+        """Get a session token from the console API (``POST /session-tokens``).
+
+        May be called again before ``start()`` to replace the token.
+
+        Raises:
+            SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why).
+            ValueError: the session is started or closed, or ``expire_at`` has passed.
+        """
+        with self._lock:
+            self._require("init", _State.NEW, _State.INITIALIZED)
+        config = self._config
+        expire_at: datetime = check_expire_at(config.expire_at)
+        token = request_session_token(
+            config.console_endpoint_url,
+            api_key=config.api_key,
+            expire_at=expire_at,
+            timeout=self._http_timeout,
+        )
+        with self._lock:
+            if self._state in (_State.NEW, _State.INITIALIZED):
+                self._token = token
+                self._state = _State.INITIALIZED
+        logger.debug("session #%d: token obtained", self._number)
+
+    def start(self) -> str:
+        """Open the WebSocket, complete the handshake and start receiving; return the connection id.
+
+        Raises:
+            AvatarSDKError: the upgrade was rejected (phase ``websocket_connect``, with ``http_status`` and
+                ``raw_body``), or the handshake failed (phase ``websocket_handshake``).
+            ValueError: ``init()`` has not run, or the session is started or closed.
+        """
+        with self._lock:
+            self._require("start", _State.INITIALIZED)
+            self._state = _State.STARTING
+            token = self._token
+        assert token is not None
+        config = self._config
+        url, headers = _protocol.websocket_target(
+            config.ingress_endpoint_url,
+            avatar_id=config.avatar_id,
+            app_id=config.app_id,
+            session_token=token,
+            use_query_auth=config.use_query_auth,
+        )
+        try:
+            conn = Connection.open(url, headers, connect_timeout=self._connect_timeout, secrets=(token, config.api_key))
+            try:
+                connection_id = conn.handshake(_protocol.encode_configure(config), self._handshake_timeout)
+                conn.set_timeout(self._send_timeout)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            with self._lock:
+                closing = self._state is not _State.STARTING
+                if not closing:
+                    self._state = _State.INITIALIZED
+            if closing:
+                self._finish()
+            raise
+
+        with self._lock:
+            if self._state is _State.STARTING:
+                queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
+                self._conn, self._queue, self._connection_id = conn, queue, connection_id
+                self._token = None  # a token is for one connection
+                self._reader = Reader(conn, queue, name=f"avatarsdk-reader-{self._number}")
+                self._dispatcher = Dispatcher(
+                    queue,
+                    on_frame=self._on_frame,
+                    on_text=self._on_text,
+                    on_end=self._on_end,
+                    name=f"avatarsdk-dispatch-{self._number}",
+                )
+                self._state = _State.STARTED
+                self._dispatcher.start()
+                self._reader.start()
+                aborted = False
+            else:
+                aborted = True
+        if aborted:  # close() ran while we were connecting
+            conn.send_close(CLOSE_NORMAL)
+            conn.close()
+            self._finish()
+            raise ValueError("start(): the session was closed while starting")
+        logger.debug("session #%d: started (connection id %s)", self._number, connection_id)
+        return connection_id
+
+    def send_audio(self, audio: Union[bytes, bytearray, memoryview], end: bool = False) -> str:
+        """Send one chunk of the current request's audio; return its request id.
+
+        The first chunk after ``start()``, after an ``end=True`` chunk or after ``interrupt()`` starts a new
+        request (a new id); every chunk until the one with ``end=True`` carries the same id.
+
+        Args:
+            audio: PCM s16le mono at ``config.sample_rate`` (or Ogg Opus bytes for ``OGG_OPUS`` sessions).
+            end: ``True`` on the request's last chunk (it may be empty).
+
+        Raises:
+            TypeError, ValueError: bad audio, or the session is not started or was closed by ``close()``.
+            AvatarSDKError: the send failed, or the server ended the session (phase ``websocket_send``).
+
+        Thread-safety: safe from any thread; chunks go out whole, in the order the calls took the session.
+        """
+        data = check_audio(audio, self._config.audio_format)
+        if not isinstance(end, bool):
+            raise TypeError(f"end: expected a bool, got {type(end).__name__}")
+        with self._send_lock:
+            conn = self._sendable("send_audio")
+            req_id = self._current_req_id or generate_log_id()
+            self._send(conn, _protocol.encode_audio(req_id, data, end), req_id)
+            self._current_req_id = None if end else req_id
+            self._last_req_id = req_id
+        logger.debug("session #%d: sent %d audio bytes (req_id %s, end=%s)", self._number, len(data), req_id, end)
+        return req_id
+
+    def interrupt(self) -> str:
+        """Interrupt the most recent request (also after its ``end=True`` chunk); return its id.
+
+        The next ``send_audio()`` starts a new request.
+
+        Raises:
+            ValueError: no audio was sent yet, or the session is not started or was closed by ``close()``.
+            AvatarSDKError: the send failed, or the server ended the session.
+        """
+        with self._send_lock:
+            conn = self._sendable("interrupt")
+            req_id = self._last_req_id
+            if req_id is None:
+                raise ValueError("interrupt(): no request to interrupt; send audio first")
+            self._send(conn, _protocol.encode_interrupt(req_id), req_id)
+            self._current_req_id = None
+        logger.debug("session #%d: interrupted req_id %s", self._number, req_id)
+        return req_id
+
+    def close(self) -> None:
+        """End the session: close frame (1000), wait for the server's reply, stop and join the threads.
+
+        Idempotent. Frames received before the end are still delivered, then ``on_close`` runs (once). From
+        any other thread ``close()`` returns after ``on_close``; from inside a callback it returns at once and
+        the dispatcher finishes when the callback returns. A user's ``close()`` is never reported to
+        ``on_error``.
+        """
+        with self._lock:
+            state = self._state
+            if state in (_State.CLOSING, _State.CLOSED):
+                first = False
+            else:
+                first = True
+                self._user_closed = True
+                self._state = _State.CLOSING
+                self._token = None
+            conn, reader, dispatcher, queue = self._conn, self._reader, self._dispatcher, self._queue
+        on_dispatcher = dispatcher is not None and dispatcher.is_current()
+        if not first or state is _State.STARTING:
+            # Someone else is closing (or start() will finish the close): wait for the end, not forever.
+            if not on_dispatcher and threading.get_ident() != self._finisher:
+                self._closed.wait(self._close_timeout)
+            return
+        if state in (_State.NEW, _State.INITIALIZED):
+            self._finish()
+            return
+        assert conn is not None and reader is not None and dispatcher is not None and queue is not None
+        logger.debug("session #%d: closing", self._number)
+        queue.release()
+        if self._send_lock.acquire(timeout=-1 if self._close_timeout is None else self._close_timeout):
+            try:
+                if conn.end is None:
+                    conn.send_close(CLOSE_NORMAL)
+            finally:
+                self._send_lock.release()
+        reader.thread.join(self._close_timeout)
+        if reader.thread.is_alive():
+            logger.debug(
+                "session #%d: no close reply within %ss; shutting the socket down", self._number, self._close_timeout
+            )
+            conn.shutdown()
+            reader.thread.join(self._close_timeout)
+        if not on_dispatcher:
+            dispatcher.thread.join(self._close_timeout)
+            for thread in (reader.thread, dispatcher.thread):
+                if thread.is_alive():
+                    logger.warning(
+                        "session #%d: thread %s still running %ss after close()",
+                        self._number,
+                        thread.name,
+                        self._close_timeout,
+                    )
+
+    def __enter__(self) -> AvatarSession:
+        try:
+            if self._state is _State.NEW:
+                self.init()
+            if self._state is _State.INITIALIZED:
+                self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------------- helpers
+
+    def _require(self, op: str, *allowed: _State) -> None:
+        """Raise ValueError unless the state is one of ``allowed`` (called with the lock held)."""
+        state = self._state
+        if state in allowed:
+            return
+        if state in (_State.CLOSING, _State.CLOSED):
+            raise ValueError(f"{op}(): the session is closed")
+        if state in (_State.STARTING, _State.STARTED):
+            raise ValueError(f"{op}(): the session is already started")
+        raise ValueError(f"{op}(): call init() first")
+
+    def _sendable(self, op: str) -> Connection:
+        """The connection, if a client message may be sent now (called with the send lock held)."""
+        with self._lock:
+            state, conn = self._state, self._conn
+            user_closed, end_error = self._user_closed, self._end_error
+        if state is _State.STARTED and conn is not None and conn.end is None:
+            return conn
+        if state in (_State.NEW, _State.INITIALIZED, _State.STARTING):
+            raise ValueError(f"{op}(): the session is not started; call start() first")
+        if user_closed:
+            raise ValueError(f"{op}(): the session is closed")
+        # The server (or the network) ended the session.
+        reason = end_error or self._end_from(conn.end if conn is not None else None)
+        raise AvatarSDKError(
+            reason.code if reason is not None else AvatarSDKErrorCode.connectionClosed,
+            f"{op}(): the session has ended" + (f" ({reason.message})" if reason is not None else ""),
+            phase=PHASE_WEBSOCKET_SEND,
+            connection_id=self._connection_id,
+            close_code=reason.close_code if reason is not None else None,
+            close_reason=reason.close_reason if reason is not None else None,
+            retryable=reason.retryable if reason is not None else False,
+        )
+
+    def _send(self, conn: Connection, data: bytes, req_id: str) -> None:
+        try:
+            conn.send(data, req_id=req_id)
+        except AvatarSDKError as err:
+            err.connection_id = self._connection_id
+            ended = conn.end
+            if ended is not None and ended.peer_closed:
+                # The server closed first: report its reason, not the broken pipe.
+                peer = self._end_from(ended)
+                if peer is not None:
+                    peer.req_id = req_id
+                    peer.phase = PHASE_WEBSOCKET_SEND
+                    raise peer from err
+            with self._lock:
+                if self._send_failure is None:
+                    self._send_failure = err
+            conn.shutdown()  # a failed send may have left half a frame: the connection cannot go on
+            raise
+
+    def _end_from(self, end: Optional[StreamEnd]) -> Optional[AvatarSDKError]:
+        """The error a stream end stands for (``None`` for a server's normal close)."""
+        if end is None:
+            return None
+        if end.peer_closed and end.close_code in (None, CLOSE_NORMAL):
+            return None
+        return closed_error(
+            end.close_code,
+            end.close_reason,
+            phase=PHASE_WEBSOCKET_RUNTIME,
+            during="the session",
+            connection_id=self._connection_id,
+        )
+
+    # ----------------------------------------------------------------- dispatcher-thread handlers
+
+    def _on_frame(self, data: bytes) -> None:
+        msg = _protocol.decode(data)
+        if type(msg) is _protocol.Animation:
+            callback = self._config.transport_frames
+            if callback is not None:
+                try:
+                    callback(msg.data, msg.end)
+                except Exception:
+                    logger.exception("transport_frames callback raised; the session carries on")
+        elif type(msg) is _protocol.ServerErrorMessage:
+            self._last_server_error_code = str(msg.code)
+            error = server_error(
+                msg, phase=PHASE_WEBSOCKET_RUNTIME, prefix="server error", connection_id=self._connection_id
+            )
+            logger.debug("session #%d: server error %s", self._number, msg.code)
+            safe_call("on_error", self._config.on_error, error)
+        elif type(msg) is _protocol.Malformed:
+            self._report_protocol_error(f"received {msg.size} bytes that are not a valid message ({msg.reason})")
+        elif type(msg) is _protocol.Unknown:
+            logger.debug("session #%d: ignoring a message of unknown type %d", self._number, msg.type)
+        else:
+            logger.debug("session #%d: ignoring an unexpected %s", self._number, type(msg).__name__)
+
+    def _on_text(self, frame: TextFrame) -> None:
+        self._report_protocol_error(f"received a text message ({frame.size} bytes); the protocol is binary")
+
+    def _report_protocol_error(self, message: str) -> None:
+        error = AvatarSDKError(
+            AvatarSDKErrorCode.protocolError, message, phase=PHASE_WEBSOCKET_RUNTIME, connection_id=self._connection_id
+        )
+        safe_call("on_error", self._config.on_error, error)
+
+    def _on_end(self, end: StreamEnd) -> None:
+        conn, reader = self._conn, self._reader
+        assert conn is not None and reader is not None
+        reader.thread.join()  # it queued the end as its last act
+        with self._send_lock:
+            conn.close()
+        with self._lock:
+            user_closed = self._user_closed
+            if self._state is _State.STARTED:
+                self._state = _State.CLOSING
+            send_failure = self._send_failure
+        error: Optional[AvatarSDKError] = None
+        if not user_closed:
+            error = self._end_from(end) if end.peer_closed else (send_failure or self._end_from(end))
+            if (
+                error is not None
+                and error.close_code is not None
+                and str(error.close_code) == self._last_server_error_code
+            ):
+                logger.debug(
+                    "session #%d: close %s follows the server error already reported", self._number, error.close_code
+                )
+                error = None
+            elif error is None:
+                logger.info("session #%d: closed by the server (code %s)", self._number, end.close_code)
+        with self._lock:
+            self._end_error = error or self._end_from(end)
+        if error is not None:
+            logger.debug("session #%d: ended by %r", self._number, error)
+            safe_call("on_error", self._config.on_error, error)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Enter CLOSED and run ``on_close``, exactly once."""
+        with self._lock:
+            self._state = _State.CLOSED
+            self._token = None
+            first = not self._on_close_called
+            self._on_close_called = True
+            if first:
+                self._finisher = threading.get_ident()
+        if first:
+            logger.debug("session #%d: closed", self._number)
+            safe_call("on_close", self._config.on_close)
+            self._closed.set()
+
+
+def new_avatar_session(
+    *,
+    avatar_id: str,
+    api_key: str,
+    app_id: str,
+    expire_at: datetime,
+    console_endpoint_url: str,
+    ingress_endpoint_url: str,
+    use_query_auth: bool = False,
+    sample_rate: int = 16000,
+    bitrate: int = 0,
+    audio_format: Union[AudioFormat, str] = AudioFormat.PCM_S16LE,
+    transport_frames: Optional[TransportFramesCallback] = None,
+    on_error: Optional[ErrorCallback] = None,
+    on_close: Optional[CloseCallback] = None,
+    livekit_egress: Optional[LiveKitEgressConfig] = None,
+    agora_egress: Optional[AgoraEgressConfig] = None,
+    http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
+    connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+    send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
+    close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
+    max_queued_frames: int = DEFAULT_MAX_QUEUED,
+) -> AvatarSession:
+    """Create an :class:`AvatarSession` from keyword arguments (the fields of :class:`SessionConfig` and the
+    session's timeouts). Unknown keywords raise ``TypeError``; invalid values raise ``ValueError``/``TypeError``
+    naming the field. Nothing is sent until ``init()``.
+
+    Example::
+
+        with new_avatar_session(
+            avatar_id="...", api_key="...", app_id="...",
+            expire_at=datetime.now(timezone.utc) + timedelta(hours=1),
+            console_endpoint_url="https://console.example", ingress_endpoint_url="https://api.example/v2/driveningress",
+            transport_frames=lambda frame, last: forward(frame, last),
+        ) as session:
+            session.send_audio(pcm, end=True)
+    """
+    config = SessionConfig(
+        avatar_id=avatar_id,
+        api_key=api_key,
+        app_id=app_id,
+        use_query_auth=use_query_auth,
+        expire_at=expire_at,
+        sample_rate=sample_rate,
+        bitrate=bitrate,
+        audio_format=audio_format,  # type: ignore[arg-type]  # coerced by SessionConfig
+        transport_frames=transport_frames,
+        on_error=on_error,
+        on_close=on_close,
+        console_endpoint_url=console_endpoint_url,
+        ingress_endpoint_url=ingress_endpoint_url,
+        livekit_egress=livekit_egress,
+        agora_egress=agora_egress,
+    )
+    return AvatarSession(
+        config,
+        http_timeout=http_timeout,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
+        send_timeout=send_timeout,
+        close_timeout=close_timeout,
+        max_queued_frames=max_queued_frames,
+    )

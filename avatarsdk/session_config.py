@@ -1,0 +1,232 @@
+"""Configuration of an avatar session: :class:`SessionConfig` and its fluent :class:`SessionConfigBuilder`.
+
+The names and fields are those of the official asyncio SDK, so configuration code ports unchanged.
+Values are checked when an :class:`~avatarsdk.AvatarSession` is created (``ValueError``/``TypeError``
+naming the field), before anything is sent.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
+
+if TYPE_CHECKING:
+    from .errors import AvatarSDKError
+
+__all__ = [
+    "AgoraEgressConfig",
+    "AudioFormat",
+    "CloseCallback",
+    "ErrorCallback",
+    "LiveKitEgressConfig",
+    "SessionConfig",
+    "SessionConfigBuilder",
+    "TransportFramesCallback",
+]
+
+#: ``transport_frames(frame, last)``: ``frame`` is the exact bytes of one animation message as received;
+#: ``last`` is its ``end`` flag (the last frame of a request).
+TransportFramesCallback = Callable[[bytes, bool], None]
+#: ``on_error(err)``: a fault of the session, as an :class:`~avatarsdk.AvatarSDKError`.
+ErrorCallback = Callable[["AvatarSDKError"], None]
+#: ``on_close()``: the session has ended (called exactly once).
+CloseCallback = Callable[[], None]
+
+
+class AudioFormat(str, Enum):
+    """Audio input encoding negotiated for a session."""
+
+    PCM_S16LE = "pcm_s16le"
+    OGG_OPUS = "ogg_opus"
+
+
+@dataclass
+class LiveKitEgressConfig:
+    """Publish the avatar's audio and animation into a LiveKit room instead of returning frames.
+
+    Attributes:
+        url: LiveKit server URL (e.g. ``wss://livekit.example.com``).
+        api_key: Deprecated: use ``api_token``.
+        api_secret: Deprecated: use ``api_token``.
+        api_token: A pre-generated LiveKit access token.
+        room_name: Room to join.
+        publisher_id: Publisher identity in the room.
+        extra_attributes: Extra participant attributes.
+        idle_timeout: Seconds of idleness before the egress closes; 0 uses the service's default.
+    """
+
+    url: str = ""
+    api_key: str = field(default="", repr=False)
+    api_secret: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
+    room_name: str = ""
+    publisher_id: str = ""
+    extra_attributes: Dict[str, str] = field(default_factory=dict)
+    idle_timeout: int = 0
+
+    def __post_init__(self) -> None:
+        if self.api_key or self.api_secret:
+            warnings.warn(
+                "LiveKitEgressConfig.api_key and api_secret are deprecated; use api_token",
+                FutureWarning,
+                stacklevel=3,
+            )
+
+
+@dataclass
+class AgoraEgressConfig:
+    """Publish the avatar's audio and animation into an Agora channel instead of returning frames.
+
+    Attributes:
+        channel_name: Channel to join.
+        token: Agora token (may be empty for test projects).
+        uid: Publisher UID (0 lets Agora assign one).
+        publisher_id: Publisher identity.
+    """
+
+    channel_name: str = ""
+    token: str = field(default="", repr=False)
+    uid: int = 0
+    publisher_id: str = ""
+
+
+@dataclass
+class SessionConfig:
+    """Configuration of an :class:`~avatarsdk.AvatarSession`.
+
+    Attributes:
+        avatar_id: The avatar to drive.
+        api_key: API key for the console (token) call. Never logged or shown in reprs.
+        app_id: Application id.
+        use_query_auth: Send the app id and session token as URL query parameters ("web" style) instead of
+            headers ("mobile" style, the default).
+        expire_at: When the session token expires: a timezone-aware datetime in the future, at most 24 h
+            ahead.
+        sample_rate: Audio sample rate in Hz (16000 by default; PCM also 8000, 22050, 24000, 32000, 44100,
+            48000; Ogg Opus 8000, 12000, 16000, 24000, 48000).
+        bitrate: Audio bitrate for Ogg Opus; 0 for PCM.
+        audio_format: :class:`AudioFormat` (or its string value).
+        transport_frames: Receives each animation frame (exact bytes) and its ``last`` flag.
+        on_error: Receives faults as :class:`~avatarsdk.AvatarSDKError`.
+        on_close: Called once when the session has ended.
+        console_endpoint_url: Console API base URL (``https://...``).
+        ingress_endpoint_url: Ingress base URL, e.g. ``https://api.<region>.spatialwalk.cloud/v2/driveningress``.
+        livekit_egress: Publish to a LiveKit room (exclusive with ``agora_egress``).
+        agora_egress: Publish to an Agora channel (exclusive with ``livekit_egress``).
+    """
+
+    avatar_id: str = ""
+    api_key: str = field(default="", repr=False)
+    app_id: str = ""
+    use_query_auth: bool = False
+    expire_at: Optional[datetime] = None
+    sample_rate: int = 16000
+    bitrate: int = 0
+    audio_format: AudioFormat = AudioFormat.PCM_S16LE
+    transport_frames: Optional[TransportFramesCallback] = None
+    on_error: Optional[ErrorCallback] = None
+    on_close: Optional[CloseCallback] = None
+    console_endpoint_url: str = ""
+    ingress_endpoint_url: str = ""
+    livekit_egress: Optional[LiveKitEgressConfig] = None
+    agora_egress: Optional[AgoraEgressConfig] = None
+
+    def __post_init__(self) -> None:
+        self.audio_format = _coerce_audio_format(self.audio_format)
+
+
+def _coerce_audio_format(value: Union[AudioFormat, str]) -> AudioFormat:
+    try:
+        return AudioFormat(value)
+    except ValueError:
+        allowed = ", ".join(repr(f.value) for f in AudioFormat)
+        raise ValueError(f"audio_format: expected one of {allowed}, got {value!r}") from None
+
+
+class SessionConfigBuilder:
+    """Fluent builder for :class:`SessionConfig`; each ``with_*`` method sets one field."""
+
+    def __init__(self) -> None:
+        self._config = SessionConfig()
+
+    def with_avatar_id(self, avatar_id: str) -> SessionConfigBuilder:
+        """Set the avatar id."""
+        self._config.avatar_id = avatar_id
+        return self
+
+    def with_api_key(self, api_key: str) -> SessionConfigBuilder:
+        """Set the API key."""
+        self._config.api_key = api_key
+        return self
+
+    def with_app_id(self, app_id: str) -> SessionConfigBuilder:
+        """Set the application id."""
+        self._config.app_id = app_id
+        return self
+
+    def with_use_query_auth(self, use_query_auth: bool) -> SessionConfigBuilder:
+        """Send credentials as URL query parameters (``True``) or headers (``False``)."""
+        self._config.use_query_auth = use_query_auth
+        return self
+
+    def with_expire_at(self, expire_at: datetime) -> SessionConfigBuilder:
+        """Set the session token's expiry (timezone-aware, at most 24 h ahead)."""
+        self._config.expire_at = expire_at
+        return self
+
+    def with_sample_rate(self, sample_rate: int) -> SessionConfigBuilder:
+        """Set the audio sample rate in Hz."""
+        self._config.sample_rate = sample_rate
+        return self
+
+    def with_bitrate(self, bitrate: int) -> SessionConfigBuilder:
+        """Set the audio bitrate (Ogg Opus)."""
+        self._config.bitrate = bitrate
+        return self
+
+    def with_audio_format(self, audio_format: Union[AudioFormat, str]) -> SessionConfigBuilder:
+        """Set the audio format."""
+        self._config.audio_format = _coerce_audio_format(audio_format)
+        return self
+
+    def with_transport_frames(self, handler: TransportFramesCallback) -> SessionConfigBuilder:
+        """Set the animation frame callback."""
+        self._config.transport_frames = handler
+        return self
+
+    def with_on_error(self, handler: ErrorCallback) -> SessionConfigBuilder:
+        """Set the error callback."""
+        self._config.on_error = handler
+        return self
+
+    def with_on_close(self, handler: CloseCallback) -> SessionConfigBuilder:
+        """Set the close callback."""
+        self._config.on_close = handler
+        return self
+
+    def with_console_endpoint_url(self, url: str) -> SessionConfigBuilder:
+        """Set the console API base URL."""
+        self._config.console_endpoint_url = url
+        return self
+
+    def with_ingress_endpoint_url(self, url: str) -> SessionConfigBuilder:
+        """Set the ingress base URL."""
+        self._config.ingress_endpoint_url = url
+        return self
+
+    def with_livekit_egress(self, config: LiveKitEgressConfig) -> SessionConfigBuilder:
+        """Publish into a LiveKit room instead of returning frames."""
+        self._config.livekit_egress = config
+        return self
+
+    def with_agora_egress(self, config: AgoraEgressConfig) -> SessionConfigBuilder:
+        """Publish into an Agora channel instead of returning frames."""
+        self._config.agora_egress = config
+        return self
+
+    def build(self) -> SessionConfig:
+        """Return the configured :class:`SessionConfig`."""
+        return self._config

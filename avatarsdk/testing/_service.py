@@ -1,0 +1,717 @@
+"""FakeAvatarService: the console API and the v2 ingress on 127.0.0.1, over real sockets."""
+
+from __future__ import annotations
+
+import functools
+import http
+import http.server
+import json
+import logging
+import queue
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from .._proto import ingress_v2_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+INGRESS_PATH = "/v2/driveningress"
+FRAME_PERIOD = 0.04  # 25 fps: one animation frame per 40 ms of audio
+UNDECLARED_FIELD = 15  # field number of the filler the fake puts in animation frames (not in the schema)
+
+
+# ------------------------------------------------------------------------------------- scripting
+
+
+@dataclass
+class TokenReply:
+    """A scripted answer to one token call: ``status`` and ``body`` (bytes, text, or JSON-able)."""
+
+    status: int = 200
+    body: Union[bytes, str, Dict[str, Any], List[Any], None] = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (to exercise timeouts)
+
+
+@dataclass
+class UpgradeRejection:
+    """A scripted HTTP answer to one WebSocket upgrade instead of ``101 Switching Protocols``."""
+
+    status: int
+    body: Union[bytes, str, Dict[str, Any], None] = None
+
+
+@dataclass
+class Confirm:
+    """Handshake reply: SERVER_CONFIRM_SESSION (``connection_id`` defaults to a fresh ``conn-N``)."""
+
+    connection_id: Optional[str] = None
+
+
+@dataclass
+class HandshakeError:
+    """Handshake reply: SERVER_ERROR, then (if ``close_code``) a close frame."""
+
+    code: int
+    message: str = ""
+    close_code: Optional[int] = None
+
+
+@dataclass
+class HandshakeClose:
+    """Handshake reply: a close frame with ``code`` and ``reason``."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclass
+class HandshakeRaw:
+    """Handshake reply: these bytes as a binary message (or ``text`` as a text message)."""
+
+    data: bytes = b""
+    text: Optional[str] = None
+
+
+@dataclass
+class HandshakeSilence:
+    """Handshake reply: none; the connection stays open and silent."""
+
+
+@dataclass
+class HandshakeDrop:
+    """Handshake reply: the TCP connection is cut without a close frame."""
+
+
+HandshakeReply = Union[Confirm, HandshakeError, HandshakeClose, HandshakeRaw, HandshakeSilence, HandshakeDrop]
+
+
+@dataclass
+class TokenRequest:
+    """A token call as the fake received it."""
+
+    headers: Dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+
+@dataclass
+class FakeRequest:
+    """One request (utterance) as the fake received it."""
+
+    req_id: str
+    audio: bytearray = field(default_factory=bytearray)
+    chunks: int = 0
+    ended: bool = False
+    interrupted: bool = False
+
+
+def animation_frame(connection_id: str, req_id: str, end: bool, size: int, seq: int) -> bytes:
+    """One SERVER_RESPONSE_ANIMATION message of about ``size`` bytes.
+
+    The message carries a field the public schema does not declare (number 15, like the service's animation
+    data) before the declared ones, and the envelope puts its ``type`` last: a client that re-serialises the
+    message instead of forwarding the received bytes produces different bytes.
+    """
+    known = pb.ServerResponseAnimation(connection_id=connection_id, req_id=req_id, end=end).SerializeToString()
+    overhead = len(known) + 16
+    filler = struct.pack(">I", seq) + bytes((seq + i) & 0xFF for i in range(max(0, size - overhead - 4)))
+    inner = _field(UNDECLARED_FIELD, filler) + known
+    return _field(6, inner) + pb.Message(type=pb.MESSAGE_SERVER_RESPONSE_ANIMATION).SerializeToString()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _body_bytes(body: Union[bytes, str, Dict[str, Any], List[Any], None]) -> Tuple[bytes, str]:
+    if body is None:
+        return b"", "text/plain"
+    if isinstance(body, bytes):
+        return body, "application/octet-stream"
+    if isinstance(body, str):
+        return body.encode("utf-8"), "text/plain; charset=utf-8"
+    return json.dumps(body).encode("utf-8"), "application/json"
+
+
+def jsonapi_error(status: int, code: str, title: str, detail: str = "") -> Dict[str, Any]:
+    """A JSON:API error document as the service sends it."""
+    return {"errors": [{"id": "fake", "status": status, "code": code, "title": title, "detail": detail}]}
+
+
+# ------------------------------------------------------------------------------------ connection
+
+
+class FakeConnection:
+    """One ingress WebSocket connection as the fake sees it; also the handle to act on it."""
+
+    def __init__(self, service: FakeAvatarService, ws: ServerConnection, number: int) -> None:
+        self.service = service
+        self.ws = ws
+        self.number = number
+        request = ws.request
+        assert request is not None
+        self.path = urlsplit(request.path).path
+        self.query: Dict[str, str] = dict(parse_qsl(urlsplit(request.path).query, keep_blank_values=True))
+        self.request_headers: Dict[str, str] = {k: v for k, v in request.headers.raw_items()}
+        self.connection_id: Optional[str] = None
+        self.configure: Optional[pb.ClientConfigureSession] = None
+        self.messages: List[pb.Message] = []
+        self.requests: Dict[str, FakeRequest] = {}
+        self.sent: List[Tuple[str, bytes]] = []  # (req_id, bytes) of every animation frame sent
+        self.client_close_code: Optional[int] = None
+        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        self._reading = threading.Event()
+        self._reading.set()
+        self._jobs: queue.Queue[Optional[Callable[[], None]]] = queue.Queue()
+        self._seq = 0
+
+    # -- records
+
+    def sent_frames(self, req_id: Optional[str] = None) -> List[bytes]:
+        """Bytes of the animation frames sent (for one request, or all), in order."""
+        with self._cond:
+            return [data for rid, data in self.sent if req_id is None or rid == req_id]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` holds (re-checked whenever the connection records something)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"condition not met within {timeout}s on connection {self.number}")
+                self._cond.wait(remaining)
+
+    def wait_for_request(
+        self, req_id: Optional[str] = None, *, ended: bool = True, timeout: float = 5.0
+    ) -> FakeRequest:
+        """Wait for a request (the given one, or the first) to arrive (and end, unless ``ended=False``)."""
+
+        def ready() -> bool:
+            reqs = [self.requests[req_id]] if req_id in self.requests else list(self.requests.values())
+            if req_id is not None and req_id not in self.requests:
+                return False
+            return bool(reqs) and (not ended or reqs[0].ended or reqs[0].interrupted)
+
+        self.wait_for(ready, timeout)
+        with self._cond:
+            return self.requests[req_id] if req_id is not None else next(iter(self.requests.values()))
+
+    def wait_closed(self, timeout: float = 5.0) -> None:
+        if not self.closed.wait(timeout):
+            raise TimeoutError(f"connection {self.number} still open after {timeout}s")
+
+    # -- actions (safe from any thread)
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send ``data`` as one binary message."""
+        self.ws.send(data)
+
+    def send_text(self, text: str) -> None:
+        """Send a text message (the protocol only uses binary ones)."""
+        self.ws.send(text)
+
+    def send_animation(self, req_id: str, end: bool = False, size: Optional[int] = None) -> bytes:
+        """Send one animation frame for ``req_id``; return its bytes."""
+        with self._cond:
+            self._seq += 1
+            data = animation_frame(self.connection_id or "", req_id, end, size or self.service.frame_size, self._seq)
+            self.sent.append((req_id, data))
+            self.ws.send(data)  # under the lock: the record's order is the wire's order
+        return data
+
+    def send_frames(
+        self, req_id: str, count: int, *, size: Optional[int] = None, interval: float = 0.0, end: bool = True
+    ) -> List[bytes]:
+        """Send ``count`` frames for ``req_id`` (the last with ``end``), ``interval`` seconds apart."""
+        frames = []
+        for i in range(count):
+            if i and interval and self.service._stopping.wait(interval):
+                break
+            with self._cond:
+                stop = self.requests.get(req_id, FakeRequest(req_id)).interrupted
+            if stop:
+                break
+            frames.append(self.send_animation(req_id, end=end and i == count - 1, size=size))
+        return frames
+
+    def send_error(self, code: int, message: str = "", req_id: str = "") -> None:
+        """Send a SERVER_ERROR message."""
+        msg = pb.Message(type=pb.MESSAGE_SERVER_ERROR)
+        msg.server_error.code = code
+        msg.server_error.message = message
+        msg.server_error.req_id = req_id
+        msg.server_error.connection_id = self.connection_id or ""
+        self.ws.send(msg.SerializeToString())
+
+    def send_message_type(self, type_number: int, payload: bytes = b"") -> None:
+        """Send an envelope of an arbitrary (e.g. unknown) message type."""
+        self.ws.send(pb.Message(type=type_number).SerializeToString() + payload)  # type: ignore[arg-type]
+
+    def ping(self, data: bytes = b"fake") -> threading.Event:
+        """Send a ping; the returned event is set when the client's pong arrives."""
+        return self.ws.ping(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with a close frame."""
+        self.ws.close(code, reason)
+
+    def drop(self) -> None:
+        """Cut the TCP connection without a close frame (the client sees an abnormal closure, 1006)."""
+        try:
+            self.ws.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def pause_reading(self) -> None:
+        """Stop reading client messages (the client's sends eventually block: TCP back-pressure)."""
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    # -- internals
+
+    def _record(self, fn: Callable[[], None]) -> None:
+        with self._cond:
+            fn()
+            self._cond.notify_all()
+
+    def _responder(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except ConnectionClosed:
+                pass
+            except Exception:
+                logger.exception("fake service: request hook failed")
+
+
+# --------------------------------------------------------------------------------------- service
+
+
+class FakeAvatarService:
+    """A local stand-in for the avatar service: console API + v2 ingress on 127.0.0.1, real sockets.
+
+    By default it behaves like the service: it issues session tokens for its API key, accepts WebSocket
+    connections that present one (once: a token is for one connection), confirms the handshake, and answers
+    each request with animation frames once its ``end=True`` chunk arrives (one frame per 40 ms of audio,
+    or ``frames_per_request``). Everything can be scripted per test, and everything received is recorded.
+
+    Example::
+
+        with FakeAvatarService() as service:
+            with new_avatar_session(**service.session_kwargs(), transport_frames=on_frame) as session:
+                session.send_audio(pcm, end=True)
+
+    Thread-safety: scripting and inspection methods are safe from any thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-api-key",
+        app_id: str = "test-app",
+        avatar_id: str = "test-avatar",
+        frames_per_request: Optional[int] = None,
+        frame_size: int = 1200,
+        frame_interval: float = 0.0,
+        single_use_tokens: bool = True,
+        on_request: Optional[Callable[[FakeConnection, FakeRequest], None]] = None,
+    ) -> None:
+        self.api_key = api_key
+        self.app_id = app_id
+        self.avatar_id = avatar_id
+        self.frames_per_request = frames_per_request
+        self.frame_size = frame_size
+        self.frame_interval = frame_interval
+        self.single_use_tokens = single_use_tokens
+        self.on_request = on_request
+        self.token_requests: List[TokenRequest] = []
+        self.connections: List[FakeConnection] = []
+        self.upgrade_attempts = 0
+        self._token_replies: List[TokenReply] = []
+        self._rejections: List[UpgradeRejection] = []
+        self._handshakes: List[HandshakeReply] = []
+        self._tokens: Dict[str, Dict[str, Any]] = {}
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._ws_server: Optional[Server] = None
+        self._http_server: Optional[http.server.ThreadingHTTPServer] = None
+        self._threads: List[threading.Thread] = []
+        self._counter = 0
+
+    # -- lifecycle
+
+    def start(self) -> FakeAvatarService:
+        """Start listening on two ephemeral loopback ports."""
+        self._http_server = _ConsoleServer(("127.0.0.1", 0), _console_handler(self))
+        self._ws_server = serve(
+            self._handle_connection,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            compression=None,
+            max_size=None,
+            ping_interval=None,
+            open_timeout=10,
+            close_timeout=2,
+            server_header="avatarsdk-fake",
+        )
+        for target, name in ((self._http_server.serve_forever, "console"), (self._ws_server.serve_forever, "ingress")):
+            thread = threading.Thread(target=target, name=f"fakeservice-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self) -> None:
+        """Stop listening, close every connection, and join the fake's threads."""
+        self._stopping.set()
+        with self._lock:
+            connections = list(self.connections)
+        for conn in connections:
+            conn._jobs.put(None)
+            conn._reading.set()
+            try:
+                conn.ws.close_socket()
+            except OSError:
+                pass
+        if self._ws_server is not None:
+            self._ws_server.shutdown()
+        if self._http_server is not None:
+            self._http_server.shutdown()
+            self._http_server.server_close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def __enter__(self) -> FakeAvatarService:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- addresses
+
+    @property
+    def console_url(self) -> str:
+        """Base URL of the console API (``http://127.0.0.1:PORT``)."""
+        assert self._http_server is not None, "start() the service first"
+        return f"http://127.0.0.1:{self._http_server.server_address[1]}"
+
+    @property
+    def ingress_url(self) -> str:
+        """Base URL of the v2 ingress (``http://127.0.0.1:PORT/v2/driveningress``)."""
+        assert self._ws_server is not None, "start() the service first"
+        return f"http://127.0.0.1:{self._ws_server.socket.getsockname()[1]}{INGRESS_PATH}"
+
+    def session_kwargs(self, **overrides: Any) -> Dict[str, Any]:
+        """Keyword arguments for ``new_avatar_session`` that reach this service (token valid for 1 h)."""
+        kwargs: Dict[str, Any] = {
+            "avatar_id": self.avatar_id,
+            "api_key": self.api_key,
+            "app_id": self.app_id,
+            "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
+            "console_endpoint_url": self.console_url,
+            "ingress_endpoint_url": self.ingress_url,
+        }
+        kwargs.update(overrides)
+        return kwargs
+
+    # -- scripting
+
+    def script_token(self, reply: TokenReply) -> None:
+        """Answer the next token call with ``reply`` (replies queue up, first in first out)."""
+        with self._lock:
+            self._token_replies.append(reply)
+
+    def reject_upgrade(self, status: int, body: Union[bytes, str, Dict[str, Any], None] = None) -> None:
+        """Reject the next WebSocket upgrade with an HTTP ``status`` and ``body``."""
+        with self._lock:
+            self._rejections.append(UpgradeRejection(status, body))
+
+    def script_handshake(self, reply: HandshakeReply) -> None:
+        """Answer the next connection's handshake with ``reply`` instead of a confirmation."""
+        with self._lock:
+            self._handshakes.append(reply)
+
+    def expire_token(self, token: str) -> None:
+        """Make an issued token count as expired."""
+        with self._lock:
+            self._tokens[token]["expire_at"] = 0
+
+    @property
+    def issued_tokens(self) -> List[str]:
+        with self._lock:
+            return list(self._tokens)
+
+    def wait_for_connection(self, index: int = -1, timeout: float = 5.0) -> FakeConnection:
+        """The connection at ``index`` once its handshake reply has gone out (``-1``: the first new one)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            want = len(self.connections) if index == -1 else index
+            while len(self.connections) <= want or self.connections[want].configure is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no connection #{want} within {timeout}s")
+                self._lock.wait(remaining)
+            return self.connections[want]
+
+    def connection(self, index: int = -1) -> FakeConnection:
+        """A connection already made (``-1``: the latest)."""
+        with self._lock:
+            return self.connections[index]
+
+    # -- console API
+
+    def _token_call(self, headers: Dict[str, str], body: bytes) -> Tuple[int, bytes, Dict[str, str], float]:
+        with self._lock:
+            self.token_requests.append(TokenRequest(headers, body))
+            scripted = self._token_replies.pop(0) if self._token_replies else None
+            self._lock.notify_all()
+        if scripted is not None:
+            data, ctype = _body_bytes(scripted.body)
+            return scripted.status, data, {"Content-Type": ctype, **scripted.headers}, scripted.delay
+        if headers.get("x-api-key") != self.api_key:
+            return _json(401, jsonapi_error(401, "UNAUTHENTICATED", "Unauthorized", "invalid api key"))
+        try:
+            expire_at = json.loads(body.decode("utf-8"))["expireAt"]
+            if isinstance(expire_at, bool) or not isinstance(expire_at, int):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return _json(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "expireAt must be an integer"))
+        now = time.time()
+        if not now < expire_at <= now + 24 * 3600 + 60:
+            return _json(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "expireAt out of range"))
+        with self._lock:
+            self._counter += 1
+            token = f"fake-token-{self._counter}-{int(now * 1000) % 100000:05d}"
+            self._tokens[token] = {"expire_at": expire_at, "used": False}
+        return _json(200, {"sessionToken": token})
+
+    # -- ingress
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Optional[Response]:
+        with self._lock:
+            self.upgrade_attempts += 1
+            rejection = self._rejections.pop(0) if self._rejections else None
+        if rejection is not None:
+            return _response(rejection.status, rejection.body)
+        parts = urlsplit(request.path)
+        query = dict(parse_qsl(parts.query))
+        if parts.path != INGRESS_PATH + "/websocket":
+            return _response(404, "404 page not found")
+        app_id = request.headers.get("X-App-ID") or query.get("appId", "")
+        token = request.headers.get("X-Session-Key") or query.get("sessionKey", "")
+        if not token:
+            return _response(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "empty token"))
+        with self._lock:
+            issued = self._tokens.get(token)
+            if issued is None or (self.single_use_tokens and issued["used"]):
+                return _response(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "invalid session token"))
+            if issued["expire_at"] <= time.time():
+                return _response(401, jsonapi_error(401, "UNAUTHENTICATED", "Unauthorized", "token is expired"))
+            issued["used"] = True
+        if app_id != self.app_id:
+            return _response(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "app id mismatch"))
+        if query.get("id") != self.avatar_id:
+            return _response(404, jsonapi_error(404, "NOT_FOUND", "Not Found", "avatar not found"))
+        return None
+
+    def _handle_connection(self, ws: ServerConnection) -> None:
+        with self._lock:
+            number = len(self.connections)
+            conn = FakeConnection(self, ws, number)
+            self.connections.append(conn)
+            reply = self._handshakes.pop(0) if self._handshakes else Confirm()
+        responder = threading.Thread(target=conn._responder, name=f"fakeservice-responder-{number}", daemon=True)
+        responder.start()
+        try:
+            self._serve(conn, reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            conn._jobs.put(None)
+            responder.join(5)
+            conn._record(lambda: setattr(conn, "client_close_code", ws.close_code))
+            conn.closed.set()
+            with self._lock:
+                self._lock.notify_all()
+
+    def _serve(self, conn: FakeConnection, reply: HandshakeReply) -> None:
+        ws = conn.ws
+        first = ws.recv()
+        envelope = pb.Message()
+        if isinstance(first, str):
+            conn.send_error(3, "expected ClientConfigureSession message")
+            ws.close(1002)
+            return
+        envelope.ParseFromString(first)
+        if envelope.type != pb.MESSAGE_CLIENT_CONFIGURE_SESSION:
+            conn.send_error(3, "expected ClientConfigureSession message")
+            ws.close(1002)
+            return
+        with self._lock:
+            self._counter += 1
+            conn.connection_id = (
+                reply.connection_id
+                if isinstance(reply, Confirm) and reply.connection_id is not None
+                else f"conn-{self._counter}"
+            )
+            conn.configure = envelope.client_configure_session
+            self._lock.notify_all()
+        if isinstance(reply, Confirm):
+            msg = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
+            msg.server_confirm_session.connection_id = conn.connection_id
+            ws.send(msg.SerializeToString())
+        elif isinstance(reply, HandshakeError):
+            conn.send_error(reply.code, reply.message)
+            if reply.close_code is not None:
+                ws.close(reply.close_code, reply.message[:100])
+            else:
+                self._stopping.wait()
+            return
+        elif isinstance(reply, HandshakeClose):
+            ws.close(reply.code, reply.reason)
+            return
+        elif isinstance(reply, HandshakeRaw):
+            ws.send(reply.text if reply.text is not None else reply.data)
+        elif isinstance(reply, HandshakeDrop):
+            conn.drop()
+            return
+        elif isinstance(reply, HandshakeSilence):
+            self._stopping.wait()
+            return
+        self._receive_loop(conn)
+
+    def _receive_loop(self, conn: FakeConnection) -> None:
+        ws = conn.ws
+        while not self._stopping.is_set():
+            conn._reading.wait()
+            message = ws.recv()
+            if isinstance(message, str):
+                continue
+            envelope = pb.Message()
+            envelope.ParseFromString(message)
+            conn._record(functools.partial(conn.messages.append, envelope))
+            if envelope.type == pb.MESSAGE_CLIENT_AUDIO_INPUT:
+                chunk = envelope.client_audio_input
+                self._on_audio(conn, chunk.req_id, chunk.audio, chunk.end)
+            elif envelope.type == pb.MESSAGE_CLIENT_INTERRUPT:
+                req_id = envelope.client_interrupt.req_id
+
+                def interrupt(req_id: str = req_id) -> None:
+                    conn.requests.setdefault(req_id, FakeRequest(req_id)).interrupted = True
+
+                conn._record(interrupt)
+
+    def _on_audio(self, conn: FakeConnection, req_id: str, audio: bytes, end: bool) -> None:
+        def record() -> FakeRequest:
+            request = conn.requests.setdefault(req_id, FakeRequest(req_id))
+            request.audio += audio
+            request.chunks += 1
+            request.ended = request.ended or end
+            return request
+
+        holder: List[FakeRequest] = []
+        conn._record(lambda: holder.append(record()))
+        if end:
+            request = holder[0]
+            conn._jobs.put(lambda: self._respond(conn, request))
+
+    def _respond(self, conn: FakeConnection, request: FakeRequest) -> None:
+        if self.on_request is not None:
+            self.on_request(conn, request)
+            return
+        conn.send_frames(request.req_id, self.frames_for(conn, request), interval=self.frame_interval)
+
+    def frames_for(self, conn: FakeConnection, request: FakeRequest) -> int:
+        """How many frames the fake answers ``request`` with: ``frames_per_request``, or one per 40 ms."""
+        if self.frames_per_request is not None:
+            return self.frames_per_request
+        rate = conn.configure.sample_rate if conn.configure is not None and conn.configure.sample_rate else 16000
+        seconds = len(request.audio) / 2 / rate
+        return max(1, round(seconds / FRAME_PERIOD))
+
+
+# ------------------------------------------------------------------------------------ HTTP parts
+
+
+def _json(status: int, document: Dict[str, Any]) -> Tuple[int, bytes, Dict[str, str], float]:
+    return status, json.dumps(document).encode("utf-8"), {"Content-Type": "application/json"}, 0.0
+
+
+def _response(status: int, body: Union[bytes, str, Dict[str, Any], None]) -> Response:
+    data, ctype = _body_bytes(body)
+    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(data))), ("Connection", "close")])
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return Response(status, reason, headers, data)
+
+
+class _ConsoleServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+
+def _console_handler(service: FakeAvatarService) -> type:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "avatarsdk-fake"
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if urlsplit(self.path).path != "/session-tokens":
+                self._send(404, b"404 page not found", {"Content-Type": "text/plain"})
+                return
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, data, extra, delay = service._token_call(headers, body)
+            if delay and service._stopping.wait(delay):
+                return
+            self._send(status, data, extra)
+
+        def _send(self, status: int, data: bytes, headers: Dict[str, str]) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug("console: %s", format % args)
+
+    return Handler

@@ -1,0 +1,143 @@
+"""Shared fixtures: a fresh stand-in service per test, callback recorders, and a thread-leak guard."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+from avatarsdk import AvatarSDKError, AvatarSession, new_avatar_session
+from avatarsdk.testing import FakeAvatarService
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves an ``avatarsdk-*`` thread running (after a bounded join)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = []
+    for thread in threading.enumerate():
+        if thread in before or not thread.name.startswith("avatarsdk-"):
+            continue
+        thread.join(5)
+        if thread.is_alive():
+            leaked.append(thread.name)
+    assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture
+def service() -> Iterator[FakeAvatarService]:
+    with FakeAvatarService() as svc:
+        yield svc
+
+
+class Recorder:
+    """Collects what a session's callbacks receive; waits on conditions instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.frames: List[bytes] = []
+        self.lasts: List[bool] = []
+        self.errors: List[AvatarSDKError] = []
+        self.closes = 0
+        self.threads: List[str] = []
+        self.events: List[str] = []  # "frame", "error:<code>", "close", in the order delivered
+        self._cond = threading.Condition()
+
+    # callbacks
+    def transport_frames(self, frame: bytes, last: bool) -> None:
+        with self._cond:
+            self.frames.append(frame)
+            self.lasts.append(last)
+            self.threads.append(threading.current_thread().name)
+            self.events.append("frame")
+            self._cond.notify_all()
+
+    def on_error(self, err: AvatarSDKError) -> None:
+        with self._cond:
+            self.errors.append(err)
+            self.threads.append(threading.current_thread().name)
+            self.events.append(f"error:{err.code.value}")
+            self._cond.notify_all()
+
+    def on_close(self) -> None:
+        with self._cond:
+            self.closes += 1
+            self.threads.append(threading.current_thread().name)
+            self.events.append("close")
+            self._cond.notify_all()
+
+    def callbacks(self) -> Dict[str, Any]:
+        return {"transport_frames": self.transport_frames, "on_error": self.on_error, "on_close": self.on_close}
+
+    # waiting
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out waiting for {what}; events so far: {self.events}")
+                self._cond.wait(remaining)
+
+    def wait_frames(self, count: int, timeout: float = 5.0) -> None:
+        self.wait_for(lambda: len(self.frames) >= count, timeout, f"{count} frames")
+
+    def wait_last(self, count: int = 1, timeout: float = 5.0) -> None:
+        self.wait_for(lambda: sum(self.lasts) >= count, timeout, f"{count} last frames")
+
+    def wait_error(self, count: int = 1, timeout: float = 5.0) -> AvatarSDKError:
+        self.wait_for(lambda: len(self.errors) >= count, timeout, f"{count} errors")
+        return self.errors[count - 1]
+
+    def wait_closed(self, timeout: float = 5.0) -> None:
+        self.wait_for(lambda: self.closes >= 1, timeout, "on_close")
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def make_session(service: FakeAvatarService, recorder: Recorder) -> Iterator[Callable[..., AvatarSession]]:
+    """Build sessions against the fake service with the recorder's callbacks; closes them after the test."""
+    made: List[AvatarSession] = []
+
+    def make(**overrides: Any) -> AvatarSession:
+        kwargs = service.session_kwargs(**recorder.callbacks())
+        kwargs.update(overrides)
+        session = new_avatar_session(**kwargs)
+        made.append(session)
+        return session
+
+    yield make
+    for session in made:
+        session.close()
+
+
+def pcm(seconds: float, sample_rate: int = 16000) -> bytes:
+    """Silence as PCM s16le mono."""
+    return b"\x00\x00" * int(seconds * sample_rate)
+
+
+def started(make_session: Callable[..., AvatarSession], **overrides: Any) -> AvatarSession:
+    session = make_session(**overrides)
+    session.init()
+    session.start()
+    return session
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def optional(value: Optional[Any]) -> Any:
+    assert value is not None
+    return value
