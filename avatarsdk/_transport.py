@@ -53,8 +53,9 @@ class StreamEnd:
 class Connection:
     """An open WebSocket to the ingress. Sends are thread-safe (websocket-client locks each frame)."""
 
-    def __init__(self, ws: websocket.WebSocket, host: str) -> None:
+    def __init__(self, ws: websocket.WebSocket, host: str, secrets: Tuple[str, ...] = ()) -> None:
         self._ws = ws
+        self.secrets = secrets  # removed from any text the server sends back
         self._sock: Optional[socket.socket] = ws.sock
         self.host = host
         self.end: Optional[StreamEnd] = None  # set by the reader when the receive side ends
@@ -94,7 +95,7 @@ class Connection:
                 f"WebSocket upgrade with {host} failed: {type(exc).__name__}",
                 phase=PHASE_WEBSOCKET_CONNECT,
             ) from exc
-        return cls(ws, host)
+        return cls(ws, host, secrets)
 
     def handshake(self, configure: bytes, timeout: Optional[float]) -> str:
         """Send CLIENT_CONFIGURE_SESSION and wait for the confirmation; return the connection id.
@@ -118,7 +119,7 @@ class Connection:
                     continue
                 if opcode == ABNF.OPCODE_CLOSE:
                     code, reason = _protocol.parse_close(frame.data)
-                    raise closed_error(code, reason, phase=phase, during="the handshake")
+                    raise closed_error(code, reason, phase=phase, during="the handshake", secrets=self.secrets)
                 if opcode != ABNF.OPCODE_BINARY:
                     raise AvatarSDKError(
                         AvatarSDKErrorCode.protocolError,
@@ -151,7 +152,7 @@ class Connection:
                 )
             return reply.connection_id
         if isinstance(reply, _protocol.ServerErrorMessage):
-            raise server_error(reply, phase=phase, prefix="handshake rejected by the server")
+            raise server_error(reply, phase=phase, prefix="handshake rejected by the server", secrets=self.secrets)
         if isinstance(reply, _protocol.Malformed):
             raise AvatarSDKError(
                 AvatarSDKErrorCode.protocolError,
@@ -272,8 +273,10 @@ def closed_error(
     during: str,
     req_id: Optional[str] = None,
     connection_id: Optional[str] = None,
+    secrets: Tuple[str, ...] = (),
 ) -> AvatarSDKError:
     """A connection that closed (``close_code`` ``None``: lost without a close frame, reported as 1006)."""
+    close_reason = redact(close_reason, secrets)
     code_on_wire = CLOSE_ABNORMAL if close_code is None else close_code
     code, retryable, _ = classify(phase=phase, close_code=code_on_wire, text=close_reason)
     if close_code is None:
@@ -294,22 +297,24 @@ def closed_error(
 
 
 def server_error(
-    reply: _protocol.ServerErrorMessage, *, phase: str, prefix: str, connection_id: Optional[str] = None
+    reply: _protocol.ServerErrorMessage,
+    *,
+    phase: str,
+    prefix: str,
+    connection_id: Optional[str] = None,
+    secrets: Tuple[str, ...] = (),
 ) -> AvatarSDKError:
-    """A SERVER_ERROR message as an :class:`AvatarSDKError`."""
+    """A SERVER_ERROR message as an :class:`AvatarSDKError` (known ``secrets`` removed from its text)."""
     server_code = str(reply.code)
     code, retryable, _ = classify(phase=phase, server_code=server_code, text=reply.message)
-    message = (
-        f"{prefix}: {reply.message} (server code {server_code})"
-        if reply.message
-        else (f"{prefix}: server code {server_code}")
-    )
+    detail = redact(reply.message, secrets)
+    message = f"{prefix}: {detail} (server code {server_code})" if detail else f"{prefix}: server code {server_code}"
     return AvatarSDKError(
         code,
         message,
         phase=phase,
         server_code=server_code,
-        server_detail=reply.message or None,
+        server_detail=detail or None,
         connection_id=reply.connection_id or connection_id,
         req_id=reply.req_id or None,
         retryable=retryable,

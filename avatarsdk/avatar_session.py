@@ -202,7 +202,7 @@ class AvatarSession:
             use_query_auth=config.use_query_auth,
         )
         try:
-            conn = Connection.open(url, headers, connect_timeout=self._connect_timeout, secrets=(token, config.api_key))
+            conn = Connection.open(url, headers, connect_timeout=self._connect_timeout, secrets=_secrets(config, token))
             try:
                 connection_id = conn.handshake(_protocol.encode_configure(config), self._handshake_timeout)
                 conn.set_timeout(self._send_timeout)
@@ -432,6 +432,7 @@ class AvatarSession:
             phase=PHASE_WEBSOCKET_RUNTIME,
             during="the session",
             connection_id=self._connection_id,
+            secrets=self._conn.secrets if self._conn is not None else (),
         )
 
     # ----------------------------------------------------------------- dispatcher-thread handlers
@@ -448,7 +449,11 @@ class AvatarSession:
         elif type(msg) is _protocol.ServerErrorMessage:
             self._last_server_error_code = str(msg.code)
             error = server_error(
-                msg, phase=PHASE_WEBSOCKET_RUNTIME, prefix="server error", connection_id=self._connection_id
+                msg,
+                phase=PHASE_WEBSOCKET_RUNTIME,
+                prefix="server error",
+                connection_id=self._connection_id,
+                secrets=self._conn.secrets if self._conn is not None else (),
             )
             logger.debug("session #%d: server error %s", self._number, msg.code)
             safe_call("on_error", self._config.on_error, error)
@@ -513,6 +518,16 @@ class AvatarSession:
             logger.debug("session #%d: closed", self._number)
             safe_call("on_close", self._config.on_close)
             self._closed.set()
+
+
+def _secrets(config: SessionConfig, token: str) -> Tuple[str, ...]:
+    """Every credential of a session, to be removed from texts the service sends back."""
+    values = [token, config.api_key]
+    if config.livekit_egress is not None:
+        values += [config.livekit_egress.api_token, config.livekit_egress.api_secret, config.livekit_egress.api_key]
+    if config.agora_egress is not None:
+        values.append(config.agora_egress.token)
+    return tuple(v for v in values if v)
 
 
 def new_avatar_session(

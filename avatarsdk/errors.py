@@ -245,17 +245,6 @@ CLASSIFICATION_RULES: Tuple[ClassificationRule, ...] = (
     ClassificationRule(C.sessionTokenExpired, False, codes=_codes(4010), texts=("expired",), phases=_WS_PHASES),
     ClassificationRule(C.sessionTokenInvalid, False, codes=_codes(4010), phases=_WS_PHASES),
     ClassificationRule(C.upstreamError, True, codes=_codes(4503), phases=_WS_PHASES, note="retry with a new session"),
-    # gRPC codes carried in ServerError.code.
-    ClassificationRule(
-        C.invalidEgressConfig,
-        False,
-        codes=_codes(3, "INVALID_ARGUMENT"),
-        texts=("livekit", "agora", "egress"),
-        phases=_WS_SERVER_PHASES,
-    ),
-    ClassificationRule(C.invalidRequest, False, codes=_codes(3, "INVALID_ARGUMENT"), phases=_WS_SERVER_PHASES),
-    ClassificationRule(C.invalidEgressConfig, False, codes=_codes(16, "UNAUTHENTICATED"), phases=_WS_SERVER_PHASES),
-    ClassificationRule(C.egressUnavailable, True, codes=_codes(14, "UNAVAILABLE"), phases=_WS_SERVER_PHASES),
     # Texts the service is known to send (PROTOCOL.md section 5).
     ClassificationRule(C.creditsExhausted, False, texts=("credits exhausted",)),
     ClassificationRule(
@@ -287,6 +276,17 @@ CLASSIFICATION_RULES: Tuple[ClassificationRule, ...] = (
             "failed to unmarshal initial message",
         ),
     ),
+    # gRPC codes carried in ServerError.code, when the text said nothing more specific.
+    ClassificationRule(
+        C.invalidEgressConfig,
+        False,
+        codes=_codes(3, "INVALID_ARGUMENT"),
+        texts=("livekit", "agora", "egress"),
+        phases=_WS_SERVER_PHASES,
+    ),
+    ClassificationRule(C.invalidRequest, False, codes=_codes(3, "INVALID_ARGUMENT"), phases=_WS_SERVER_PHASES),
+    ClassificationRule(C.invalidEgressConfig, False, codes=_codes(16, "UNAUTHENTICATED"), phases=_WS_SERVER_PHASES),
+    ClassificationRule(C.egressUnavailable, True, codes=_codes(14, "UNAVAILABLE"), phases=_WS_SERVER_PHASES),
     # HTTP statuses (token call and WebSocket upgrade).
     ClassificationRule(
         C.sessionTokenExpired, False, statuses=frozenset({401}), phases=frozenset({PHASE_WEBSOCKET_CONNECT})

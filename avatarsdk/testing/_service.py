@@ -244,8 +244,8 @@ class FakeConnection:
         with self._cond:
             self._seq += 1
             data = animation_frame(self.connection_id or "", req_id, end, size or self.service.frame_size, self._seq)
-            self.sent.append((req_id, data))
             self.ws.send(data)  # under the lock: the record's order is the wire's order
+            self.sent.append((req_id, data))
         return data
 
     def send_frames(
@@ -389,7 +389,8 @@ class FakeAvatarService:
             close_timeout=2,
             server_header="avatarsdk-fake",
         )
-        for target, name in ((self._http_server.serve_forever, "console"), (self._ws_server.serve_forever, "ingress")):
+        console = functools.partial(self._http_server.serve_forever, poll_interval=0.05)  # shutdown() waits a poll
+        for target, name in ((console, "console"), (self._ws_server.serve_forever, "ingress")):
             thread = threading.Thread(target=target, name=f"fakeservice-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
