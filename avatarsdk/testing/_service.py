@@ -436,16 +436,20 @@ class FakeAvatarService:
         assert self._ws_server is not None, "start() the service first"
         return f"http://127.0.0.1:{self._ws_server.socket.getsockname()[1]}{INGRESS_PATH}"
 
-    def session_kwargs(self, **overrides: Any) -> Dict[str, Any]:
-        """Keyword arguments for ``new_avatar_session`` that reach this service (token valid for 1 h)."""
-        kwargs: Dict[str, Any] = {
+    def credentials(self) -> Dict[str, str]:
+        """``avatar_id``, ``api_key``, ``app_id`` and the two endpoint URLs of this service."""
+        return {
             "avatar_id": self.avatar_id,
             "api_key": self.api_key,
             "app_id": self.app_id,
-            "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
             "console_endpoint_url": self.console_url,
             "ingress_endpoint_url": self.ingress_url,
         }
+
+    def session_kwargs(self, **overrides: Any) -> Dict[str, Any]:
+        """Keyword arguments for ``new_avatar_session`` that reach this service: :meth:`credentials` and an
+        ``expire_at`` one hour ahead, updated with ``overrides``."""
+        kwargs: Dict[str, Any] = dict(self.credentials(), expire_at=datetime.now(timezone.utc) + timedelta(hours=1))
         kwargs.update(overrides)
         return kwargs
 

@@ -1,0 +1,51 @@
+"""The samples run as users run them: subprocesses against the built-in stand-in."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import wave
+from pathlib import Path
+from typing import List
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def read_frames(path: Path) -> List[bytes]:
+    data, frames, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        (size,) = struct.unpack_from(">I", data, pos)
+        frames.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return frames
+
+
+def run(*args: str, cwd: Path, local_env: bool = False) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVATARSDK_")}
+    if local_env:
+        env["AVATARSDK_LOCAL"] = "1"
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+def test_quickstart_with_a_generated_tone(tmp_path: Path) -> None:
+    result = run(str(SAMPLES / "quickstart.py"), "--local", "--out", "out.bin", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    frames = read_frames(tmp_path / "out.bin")
+    assert len(frames) == 50  # 2 s of audio at 25 fps
+    assert "50 frames written to out.bin" in result.stdout
+
+
+def test_quickstart_with_a_wav_file_and_the_environment_switch(tmp_path: Path) -> None:
+    with wave.open(str(tmp_path / "in.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(b"\x01\x00" * 24000)  # 1 s
+    result = run(str(SAMPLES / "quickstart.py"), "in.wav", cwd=tmp_path, local_env=True)
+    assert result.returncode == 0, result.stderr
+    assert len(read_frames(tmp_path / "frames.bin")) == 25
+    assert "connection id: conn-" in result.stdout and "request id: " in result.stdout

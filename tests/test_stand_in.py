@@ -1,0 +1,114 @@
+"""The stand-in service itself (avatarsdk.testing): what users' own test suites rely on."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+import websocket
+from conftest import Recorder, pcm, started
+
+from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, SessionTokenError
+from avatarsdk._proto import ingress_v2_pb2 as pb
+from avatarsdk.testing import FakeAvatarService, FakeConnection, FakeRequest, TokenReply, animation_frame
+
+
+def post_token(service: FakeAvatarService, body: object, api_key: str = "test-api-key") -> requests.Response:
+    return requests.post(
+        service.console_url + "/session-tokens", data=json.dumps(body), headers={"X-Api-Key": api_key}, timeout=5
+    )
+
+
+def test_console_checks_the_api_key_and_expiry(service: FakeAvatarService) -> None:
+    future = int(time.time()) + 600
+    assert post_token(service, {"expireAt": future}, api_key="nope").status_code == 401
+    assert post_token(service, {"expireAt": "soon"}).status_code == 400
+    assert post_token(service, {"expireAt": int(time.time()) - 5}).status_code == 400
+    assert post_token(service, {"expireAt": int(time.time()) + 25 * 3600}).status_code == 400
+    ok = post_token(service, {"expireAt": future})
+    assert ok.status_code == 200 and ok.json()["sessionToken"] == service.issued_tokens[-1]
+    assert [r.json for r in service.token_requests][-1] == {"expireAt": future}
+
+
+def test_scripted_token_replies_come_first_in_first_out(service: FakeAvatarService, make_session) -> None:
+    service.script_token(TokenReply(503, "busy"))
+    service.script_token(TokenReply(200, {"sessionToken": "scripted"}))
+    session = make_session()
+    with pytest.raises(SessionTokenError) as info:
+        session.init()
+    assert info.value.http_status == 503
+    session.init()
+    with pytest.raises(AvatarSDKError) as start_info:  # the fake never issued "scripted"
+        session.start()
+    assert start_info.value.code is AvatarSDKErrorCode.sessionTokenInvalid
+
+
+def test_a_token_opens_one_connection(service: FakeAvatarService, make_session) -> None:
+    session = started(make_session)
+    token = service.issued_tokens[-1]
+    ws = websocket.WebSocket()
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        ws.connect(
+            service.ingress_url.replace("http", "ws", 1) + f"/websocket?id={service.avatar_id}",
+            header=[f"X-App-ID: {service.app_id}", f"X-Session-Key: {token}"],
+            timeout=5,
+        )
+    assert info.value.status_code == 400 and b"invalid session token" in info.value.resp_body
+    session.close()
+
+
+def test_frames_follow_the_audio_duration_and_can_be_paced(make_session, recorder: Recorder) -> None:
+    with FakeAvatarService(frame_interval=0.02, frame_size=500) as paced:
+        session = make_session(**paced.session_kwargs())
+        session.init()
+        session.start()
+        began = time.monotonic()
+        session.send_audio(pcm(0.4), end=True)
+        recorder.wait_last()
+        elapsed = time.monotonic() - began
+        session.close()
+    assert len(recorder.frames) == 10
+    assert elapsed >= 9 * 0.02  # the fake waits between frames
+    assert all(480 <= len(f) <= 520 for f in recorder.frames)
+
+
+def test_on_request_hook_and_records(make_session, recorder: Recorder) -> None:
+    seen = []
+
+    def respond(conn: FakeConnection, request: FakeRequest) -> None:
+        seen.append((request.req_id, len(request.audio), request.chunks))
+        conn.send_error(3, "unsupported sample rate", req_id=request.req_id)
+
+    with FakeAvatarService(on_request=respond) as svc:
+        session = make_session(**svc.session_kwargs(sample_rate=24000))
+        session.init()
+        session.start()
+        session.send_audio(pcm(0.1, 24000))
+        req_id = session.send_audio(pcm(0.1, 24000), end=True)
+        err = recorder.wait_error()
+        conn = svc.connection()
+        assert conn.configure is not None and conn.configure.sample_rate == 24000
+        assert [m.type for m in conn.messages] == [pb.MESSAGE_CLIENT_AUDIO_INPUT] * 2
+        session.close()
+    assert seen == [(req_id, 9600, 2)]
+    assert err.code is AvatarSDKErrorCode.unsupportedSampleRate and err.req_id == req_id
+
+
+def test_animation_frames_carry_an_undeclared_field() -> None:
+    data = animation_frame("c", "r", True, 300, seq=7)
+    msg = pb.Message.FromString(data)
+    assert msg.type == pb.MESSAGE_SERVER_RESPONSE_ANIMATION
+    anim = msg.server_response_animation
+    assert (anim.connection_id, anim.req_id, anim.end) == ("c", "r", True)
+    assert 290 <= len(data) <= 310
+    assert msg.SerializeToString() != data  # not canonical: re-serialising would be caught
+
+
+def test_session_kwargs_are_valid_for_an_hour(service: FakeAvatarService) -> None:
+    kwargs = service.session_kwargs(app_id="x")
+    assert kwargs["app_id"] == "x"
+    ahead = kwargs["expire_at"] - datetime.now(timezone.utc)
+    assert timedelta(minutes=59) < ahead <= timedelta(hours=1)
