@@ -12,6 +12,7 @@ from .session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig,
 PCM_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 OGG_OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
+MAX_TIMEOUT = 24 * 3600.0  # seconds; a session cannot outlive its 24 h token, and sockets refuse huge values
 
 HttpTimeout = Union[float, Tuple[float, float], None]
 
@@ -21,14 +22,19 @@ def _fail(field: str, expected: str, value: Any, *, secret: bool = False) -> Val
     return ValueError(f"{field}: expected {expected}, got {shown}")
 
 
-def check_text(field: str, value: Any, *, secret: bool = False) -> str:
-    """A non-empty string without control characters (it travels in HTTP headers)."""
+def check_text(field: str, value: Any, *, secret: bool = False, header: bool = False) -> str:
+    """A non-empty string without control characters or surrounding whitespace; printable ASCII when it
+    travels in an HTTP header (``header``)."""
     if not isinstance(value, str):
         raise TypeError(f"{field}: expected a str, got {type(value).__name__}")
     if not value.strip():
         raise _fail(field, "a non-empty string", value, secret=secret)
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
         raise _fail(field, "no control characters (CR, LF, ...)", value, secret=secret)
+    if value != value.strip():
+        raise _fail(field, "no leading or trailing whitespace", value, secret=secret)
+    if header and not value.isascii():
+        raise _fail(field, "printable ASCII (it is sent in an HTTP header)", value, secret=secret)
     return value
 
 
@@ -90,6 +96,8 @@ def check_timeout(field: str, value: Any) -> Optional[float]:
         raise TypeError(f"{field}: expected seconds as a number or None, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{field}: expected a positive, finite number of seconds or None, got {value!r}")
+    if value > MAX_TIMEOUT:
+        raise ValueError(f"{field}: expected at most {MAX_TIMEOUT:.0f} seconds (None for no limit), got {value!r}")
     return float(value)
 
 
@@ -109,8 +117,8 @@ def check_config(config: Any) -> SessionConfig:
     if not isinstance(config, SessionConfig):
         raise TypeError(f"config: expected a SessionConfig, got {type(config).__name__}")
     check_text("avatar_id", config.avatar_id)
-    check_text("api_key", config.api_key, secret=True)
-    check_text("app_id", config.app_id)
+    check_text("api_key", config.api_key, secret=True, header=True)
+    check_text("app_id", config.app_id, header=True)
     if not isinstance(config.use_query_auth, bool):
         raise TypeError(f"use_query_auth: expected a bool, got {type(config.use_query_auth).__name__}")
     check_expire_at(config.expire_at)

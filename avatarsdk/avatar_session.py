@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import itertools
@@ -100,7 +101,7 @@ class AvatarSession:
         max_queued_frames: int = DEFAULT_MAX_QUEUED,
     ) -> None:
         check_config(config)
-        self._config = dataclasses.replace(config)
+        self._config = _copy_config(config)
         self._http_timeout = check_http_timeout(http_timeout)
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._handshake_timeout = check_timeout("handshake_timeout", handshake_timeout)
@@ -518,6 +519,14 @@ class AvatarSession:
             logger.debug("session #%d: closed", self._number)
             safe_call("on_close", self._config.on_close)
             self._closed.set()
+
+
+def _copy_config(config: SessionConfig) -> SessionConfig:
+    """A copy the caller's later changes cannot reach (callbacks are shared, not copied)."""
+    livekit = copy.copy(config.livekit_egress)
+    if livekit is not None:
+        livekit.extra_attributes = dict(livekit.extra_attributes)
+    return dataclasses.replace(config, livekit_egress=livekit, agora_egress=copy.copy(config.agora_egress))
 
 
 def _secrets(config: SessionConfig, token: str) -> Tuple[str, ...]:

@@ -1,0 +1,266 @@
+"""The test matrix and the checks CI runs (``.ci/run``); each session also works on its own.
+
+    python3 -m pip install -e ".[dev]"
+    python3 -m nox -s lint proto package tests-oldest tests-newest
+
+Sessions:
+
+* ``tests-newest``: Python 3.11 with the newest requests / websocket-client / protobuf that setup.cfg allows.
+* ``tests-oldest``: Python 3.9 with the oldest supported ones (requests 2.26.0, websocket-client 1.6.0,
+  protobuf 3.20.3), pinned through a constraints file so that installing the package cannot move them.
+* ``lint``: ruff check, ruff format --check, mypy (strict; configured in pyproject.toml).
+* ``proto``: the committed ``avatarsdk/_proto`` modules match what the pinned protoc generates.
+* ``package``: wheel and sdist build, hold the data files, and the bare wheel imports without any extra.
+
+Interpreters are looked up by absolute path (an ``AVATARSDK_PYTHON39``-style override, the running
+interpreter, pyenv's versions folder, ``pyenv prefix``, then PATH), each candidate checked by running it:
+pyenv's ``python3.9`` shim is on PATH but fails unless 3.9 is selected, and nox would otherwise take it or
+try to download a Python. A missing interpreter is an error, never a skip.
+
+Virtualenvs under .nox/ are reused between runs (``--reuse-venv=no`` rebuilds them). The test sessions
+still reinstall their pins (tests-oldest) or upgrade eagerly (tests-newest) each run, so a reused venv
+tests the same versions as a new one; package always installs the wheel into a new venv.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from functools import cache
+from pathlib import Path
+from typing import List
+
+import nox
+
+nox.needs_version = ">=2024.3.2"
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "proto", "package", "tests-oldest", "tests-newest"]
+
+ROOT = Path(__file__).resolve().parent
+NEWEST_PYTHON = "3.11"
+OLDEST_PYTHON = "3.9"
+# The oldest releases that setup.cfg's install_requires admits; tests-oldest runs the suite against them.
+OLDEST_PINS = ["requests==2.26.0", "websocket-client==1.6.0", "protobuf==3.20.3"]
+# The runtime dependencies that tests-newest moves to the newest release setup.cfg allows.
+RUNTIME_DEPS = ["requests", "websocket-client", "protobuf"]
+# What tests-oldest's constraints file holds: the pins and what requests 2.26.0 brings.
+OLDEST_CONSTRAINED = {"requests", "websocket-client", "protobuf", "urllib3", "idna", "charset-normalizer", "certifi"}
+# Distributions whose versions the test sessions print before running the suite.
+REPORTED = {"requests", "websocket-client", "protobuf", "urllib3", "charset-normalizer", "idna", "certifi",
+            "websockets", "pytest", "pytest-timeout"}  # fmt: skip
+LINT_PATHS = ["avatarsdk", "tests", "scripts", "samples", "benchmarks", "noxfile.py"]
+WHEEL_MUST_CONTAIN = [
+    "avatarsdk/py.typed",
+    "avatarsdk/_proto/ingress_v2.proto",
+    "avatarsdk/_proto/ingress_v2_pb2.py",
+    "avatarsdk/_proto/ingress_v2_pb2.pyi",
+    "avatarsdk/testing/__init__.py",
+]
+
+
+def _runs_as(executable: str, version: str) -> bool:
+    """Whether ``executable`` starts and is Python ``version`` (a broken pyenv shim fails here)."""
+    try:
+        result = subprocess.run(
+            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == version
+
+
+@cache
+def find_python(version: str) -> str:
+    """An absolute path to a working Python ``version`` ("3.9"), or ``version`` itself for nox to report."""
+    candidates: List[str] = []
+    env_override = os.environ.get("AVATARSDK_PYTHON" + version.replace(".", ""))  # e.g. AVATARSDK_PYTHON39
+    if env_override:
+        candidates.append(env_override)
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        candidates.append(sys.executable)
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    installed = sorted(  # newest patch release first: 3.9.18 before 3.9.9
+        (pyenv_root / "versions").glob(version + ".*"),
+        key=lambda p: [int(n) if n.isdigit() else -1 for n in p.name.split(".")],
+        reverse=True,
+    )
+    candidates += [str(prefix / "bin" / ("python" + version)) for prefix in installed]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        try:
+            prefix = subprocess.run([pyenv, "prefix", version], capture_output=True, text=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            prefix = subprocess.CompletedProcess([], 1)
+        if prefix.returncode == 0 and prefix.stdout.strip():
+            candidates.append(str(Path(prefix.stdout.strip().splitlines()[0]) / "bin" / ("python" + version)))
+    on_path = shutil.which("python" + version)
+    if on_path:
+        candidates.append(on_path)
+    for candidate in candidates:
+        if _runs_as(candidate, version):
+            return candidate
+    return version
+
+
+def _dist_name(freeze_line: str) -> str:
+    """The normalized distribution name of a ``pip freeze`` line."""
+    name = re.split(r"[=<>~!@ ;\[]", freeze_line.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _run_script(session: nox.Session, name: str, code: str, python: str = "python") -> None:
+    """Run ``code`` as ``<session tmp>/<name>.py`` with ``python`` (the session's unless an outside one is given)."""
+    script = Path(session.create_tmp()) / f"{name}.py"
+    script.write_text(code, encoding="utf-8")
+    session.run(python, str(script), external=python != "python")
+
+
+REPORT_PROTOBUF = """\
+import sys
+
+import google.protobuf
+from google.protobuf.internal import api_implementation
+
+import avatarsdk
+
+print("avatarsdk", avatarsdk.__version__, "from", avatarsdk.__file__)
+print("python", sys.version.split()[0], "| protobuf", google.protobuf.__version__, end=" ")
+print("| implementation", api_implementation.Type())
+"""
+
+
+def _show_versions(session: nox.Session) -> None:
+    """Log the resolved versions (``pip freeze`` filtered) and the protobuf implementation in use."""
+    freeze = session.run("python", "-m", "pip", "freeze", "--all", silent=True)
+    assert isinstance(freeze, str)
+    lines = []
+    for line in freeze.splitlines():
+        if _dist_name(line) in REPORTED:
+            lines.append(line.strip())
+    session.log("resolved versions:\n    " + "\n    ".join(lines))
+    _run_script(session, "report_protobuf", REPORT_PROTOBUF)
+
+
+def _pytest(session: nox.Session) -> None:
+    """Run the suite (pytest's configuration is in setup.cfg)."""
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+CHECK_OLDEST = """\
+import google.protobuf
+import requests
+import websocket
+
+got = (google.protobuf.__version__, requests.__version__, websocket.__version__)
+assert got == ("3.20.3", "2.26.0", "1.6.0"), f"protobuf, requests, websocket-client: {got}"
+import avatarsdk._proto.ingress_v2_pb2  # the generated module loads on the oldest runtime
+
+print("oldest pins in place: protobuf 3.20.3, requests 2.26.0, websocket-client 1.6.0")
+"""
+
+
+@nox.session(python=find_python(OLDEST_PYTHON), name="tests-oldest")
+def tests_oldest(session: nox.Session) -> None:
+    """Python 3.9 with the oldest supported runtime dependencies."""
+    session.install(*OLDEST_PINS)
+    # Constraints, generated from what that installed: the pins and the urllib3 < 1.27, idna < 4 and
+    # charset-normalizer 2.0.x that requests 2.26.0 declares, so installing the package and the test tools
+    # can move none of them.
+    frozen = session.run("python", "-m", "pip", "freeze", silent=True)
+    assert isinstance(frozen, str)
+    pinned = [line for line in frozen.splitlines() if _dist_name(line) in OLDEST_CONSTRAINED]
+    constraints = Path(session.create_tmp()) / "oldest-constraints.txt"
+    constraints.write_text("\n".join(pinned) + "\n", encoding="utf-8")
+    session.log(f"constraints: {', '.join(pinned)}")
+    session.install("-c", str(constraints), "-e", ".[tests]")
+    _show_versions(session)
+    _run_script(session, "check_oldest", CHECK_OLDEST)
+    _pytest(session)
+
+
+@nox.session(python=find_python(NEWEST_PYTHON), name="tests-newest")
+def tests_newest(session: nox.Session) -> None:
+    """Python 3.11 with the newest runtime dependencies setup.cfg allows."""
+    # Named beside the package so the resolver applies setup.cfg's upper bounds; eager moves the
+    # dependencies' own dependencies too (urllib3, charset-normalizer, ...), as a fresh install would.
+    session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[tests]", *RUNTIME_DEPS)
+    _show_versions(session)
+    _pytest(session)
+
+
+@nox.session(python=find_python(NEWEST_PYTHON))
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check and mypy --strict, with the tool versions pinned in the dev extra."""
+    session.install("-e", ".[dev]")
+    paths = [p for p in LINT_PATHS if (ROOT / p).exists()]
+    session.log("linting: " + " ".join(paths))
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", "--diff", *paths)
+    session.run("mypy")  # files, strictness and overrides: [tool.mypy] in pyproject.toml
+
+
+@nox.session(python=find_python(NEWEST_PYTHON))
+def proto(session: nox.Session) -> None:
+    """The committed generated protobuf modules match the pinned protoc's output."""
+    session.install("-r", "scripts/proto-requirements.txt")
+    session.run("python", "scripts/generate_proto.py", "--check")
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts" if sys.platform == "win32" else "bin") / "python"
+
+
+CHECK_BARE_INSTALL = """\
+import importlib.util
+
+import avatarsdk
+import avatarsdk._proto.ingress_v2_pb2
+
+assert "site-packages" in avatarsdk.__file__, f"not the installed wheel: {avatarsdk.__file__}"
+assert importlib.util.find_spec("websockets") is None, "websockets is installed without the testing extra"
+print("import avatarsdk: ok, version", avatarsdk.__version__, "from", avatarsdk.__file__)
+try:
+    import avatarsdk.testing
+except ImportError as exc:  # ModuleNotFoundError: No module named 'websockets'
+    print(f"import avatarsdk.testing: {type(exc).__name__}: {exc}")
+    assert "websockets" in str(exc), exc
+else:
+    raise AssertionError("avatarsdk.testing imported without the testing extra")
+"""
+
+
+@nox.session(python=find_python(NEWEST_PYTHON))
+def package(session: nox.Session) -> None:
+    """Build the sdist and (from it) the wheel; check the wheel's files and a bare install of it."""
+    session.install("build")
+    tmp = Path(session.create_tmp())
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), ".")  # sdist, then the wheel built from it
+    wheels = sorted(dist.glob("avatarsdk-*.whl"))
+    sdists = sorted(dist.glob("avatarsdk-*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist in {dist}, found {[p.name for p in dist.iterdir()]}")
+    wheel = wheels[0]
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    missing = [name for name in WHEEL_MUST_CONTAIN if name not in names]
+    if missing:
+        session.error(f"{wheel.name} lacks {missing}")
+    session.log(f"{wheel.name}: {len(names)} files, all of {WHEEL_MUST_CONTAIN} present")
+    # The wheel without extras, in a venv of its own: the SDK imports, the stand-in service needs websockets.
+    bare = tmp / "bare-venv"
+    shutil.rmtree(bare, ignore_errors=True)
+    session.run("python", "-m", "venv", str(bare))
+    python = str(_venv_python(bare))
+    session.run(python, "-m", "pip", "install", "--quiet", str(wheel), external=True)
+    _run_script(session, "check_bare_install", CHECK_BARE_INSTALL, python=python)

@@ -1,0 +1,527 @@
+"""The sans-I/O protocol layer (avatarsdk/_protocol.py): URLs, auth, encoding and decoding.
+
+Wire numbers are pinned twice: messages built by hand from raw tags and varints (PROTOCOL.md section 2) must
+decode, and encoded messages are read back with a small hand-written wire parser, independently of the
+generated module.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
+from avatarsdk._proto import ingress_v2_pb2 as pb
+from avatarsdk._protocol import (
+    Animation,
+    Confirm,
+    Malformed,
+    ServerErrorMessage,
+    Unknown,
+    decode,
+    encode_audio,
+    encode_configure,
+    encode_interrupt,
+    parse_close,
+    redact_url,
+    websocket_target,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Raw protobuf wire helpers (independent of the generated module)
+# --------------------------------------------------------------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def vfield(number: int, value: int) -> bytes:
+    """A varint field (wire type 0)."""
+    return varint(number << 3) + varint(value)
+
+
+def lfield(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def parse_fields(data: bytes) -> List[Tuple[int, Any]]:
+    """``(field number, value)`` pairs: ints for varints, bytes for length-delimited fields."""
+    fields: List[Tuple[int, Any]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = read_varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = read_varint(data, pos)
+            fields.append((number, value))
+        elif wire_type == 2:
+            length, pos = read_varint(data, pos)
+            fields.append((number, data[pos : pos + length]))
+            pos += length
+        else:
+            raise AssertionError(f"unexpected wire type {wire_type} for field {number}")
+    assert pos == len(data)
+    return fields
+
+
+def as_dict(data: bytes) -> Dict[int, Any]:
+    fields = parse_fields(data)
+    numbers = [n for n, _ in fields]
+    assert len(numbers) == len(set(numbers)), f"repeated fields in {fields}"
+    return dict(fields)
+
+
+# --------------------------------------------------------------------------------------------------
+# websocket_target / redact_url
+# --------------------------------------------------------------------------------------------------
+
+
+def target(url: str, *, query_auth: bool = False, avatar_id: str = "av-1") -> Tuple[str, Dict[str, str]]:
+    return websocket_target(url, avatar_id=avatar_id, app_id="app-1", session_token="tok-1", use_query_auth=query_auth)
+
+
+@pytest.mark.parametrize(
+    ("base", "scheme"),
+    [
+        ("http://127.0.0.1:8080/v2/driveningress", "ws"),
+        ("https://api.eu.spatialwalk.cloud/v2/driveningress", "wss"),
+        ("ws://127.0.0.1:8080/v2/driveningress", "ws"),
+        ("wss://api.eu.spatialwalk.cloud/v2/driveningress", "wss"),
+        ("HTTPS://api.eu.spatialwalk.cloud/v2/driveningress", "wss"),
+    ],
+)
+def test_websocket_target_scheme(base: str, scheme: str) -> None:
+    url, _ = target(base)
+    parts = urlsplit(url)
+    assert parts.scheme == scheme
+    assert parts.netloc == urlsplit(base).netloc
+    assert parts.path == "/v2/driveningress/websocket"
+    assert parse_qsl(parts.query) == [("id", "av-1")]
+
+
+def test_websocket_target_exact_url() -> None:
+    url, _ = target("https://api.eu.spatialwalk.cloud/v2/driveningress")
+    assert url == "wss://api.eu.spatialwalk.cloud/v2/driveningress/websocket?id=av-1"
+
+
+@pytest.mark.parametrize("suffix", ["/", "//"])
+def test_websocket_target_trailing_slash(suffix: str) -> None:
+    url, _ = target("https://h.example/v2/driveningress" + suffix)
+    assert url == "wss://h.example/v2/driveningress/websocket?id=av-1"
+
+
+def test_websocket_target_root_base() -> None:
+    url, _ = target("http://h.example:9/")
+    assert url == "ws://h.example:9/websocket?id=av-1"
+
+
+def test_websocket_target_keeps_existing_query() -> None:
+    url, _ = target("https://h.example/v2/driveningress?region=eu&x=1")
+    parts = urlsplit(url)
+    assert parts.path == "/v2/driveningress/websocket"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    assert ("region", "eu") in query
+    assert ("x", "1") in query
+    assert [v for k, v in query if k == "id"] == ["av-1"]
+
+
+def test_websocket_target_replaces_existing_id() -> None:
+    url, _ = target("https://h.example/v2/driveningress?id=old&region=eu")
+    query = parse_qsl(urlsplit(url).query)
+    assert [v for k, v in query if k == "id"] == ["av-1"]
+    assert ("region", "eu") in query
+
+
+def test_websocket_target_escapes_avatar_id() -> None:
+    url, _ = target("https://h.example/v2/driveningress", avatar_id="a b&c=d")
+    assert parse_qsl(urlsplit(url).query) == [("id", "a b&c=d")]
+
+
+def test_websocket_target_header_auth() -> None:
+    url, headers = target("https://h.example/v2/driveningress")
+    assert headers == {"X-App-ID": "app-1", "X-Session-Key": "tok-1"}
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert "appId" not in query
+    assert "sessionKey" not in query
+    assert "tok-1" not in url
+
+
+def test_websocket_target_query_auth() -> None:
+    url, headers = target("https://h.example/v2/driveningress?region=eu", query_auth=True)
+    assert headers == {}
+    query = parse_qsl(urlsplit(url).query)
+    assert ("appId", "app-1") in query
+    assert ("sessionKey", "tok-1") in query
+    assert ("id", "av-1") in query
+    assert ("region", "eu") in query
+    assert not any(k in ("X-App-ID", "X-Session-Key") for k in headers)
+
+
+@pytest.mark.parametrize("base", ["ftp://h.example/v2", "file:///tmp/x", "h.example/v2/driveningress"])
+def test_websocket_target_rejects_other_schemes(base: str) -> None:
+    with pytest.raises(ValueError, match="ingress_endpoint_url"):
+        target(base)
+
+
+def test_redact_url_hides_session_key() -> None:
+    url, _ = target("https://h.example/v2/driveningress", query_auth=True)
+    redacted = redact_url(url)
+    assert "tok-1" not in redacted
+    query = dict(parse_qsl(urlsplit(redacted).query))
+    assert query["sessionKey"] == "***"
+    assert query["appId"] == "app-1"
+    assert query["id"] == "av-1"
+    assert urlsplit(redacted).path == "/v2/driveningress/websocket"
+
+
+def test_redact_url_without_query_is_unchanged() -> None:
+    assert redact_url("wss://h.example/v2/driveningress/websocket") == "wss://h.example/v2/driveningress/websocket"
+    assert redact_url("wss://h.example/ws?id=a") == "wss://h.example/ws?id=a"
+
+
+# --------------------------------------------------------------------------------------------------
+# encode_*
+# --------------------------------------------------------------------------------------------------
+
+
+def config(**overrides: Any) -> SessionConfig:
+    kwargs: Dict[str, Any] = {
+        "avatar_id": "av-1",
+        "api_key": "key",
+        "app_id": "app-1",
+        "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
+        "console_endpoint_url": "https://console.example",
+        "ingress_endpoint_url": "https://ingress.example/v2/driveningress",
+    }
+    kwargs.update(overrides)
+    return SessionConfig(**kwargs)
+
+
+def decode_pb(data: bytes) -> Any:
+    msg = pb.Message()
+    msg.ParseFromString(data)
+    return msg
+
+
+def test_encode_configure_pcm_default() -> None:
+    data = encode_configure(config())
+    msg = decode_pb(data)
+    assert msg.type == pb.MESSAGE_CLIENT_CONFIGURE_SESSION
+    assert msg.WhichOneof("data") == "client_configure_session"
+    conf = msg.client_configure_session
+    assert conf.sample_rate == 16000
+    assert conf.bitrate == 0
+    assert conf.audio_format == pb.AUDIO_FORMAT_PCM_S16LE
+    assert conf.transport_compression == pb.TRANSPORT_COMPRESSION_NONE
+    assert conf.egress_type == pb.EGRESS_TYPE_UNSPECIFIED
+    assert not conf.HasField("livekit_egress")
+    assert not conf.HasField("agora_egress")
+    # Raw wire: type=1 at field 1, the configuration at field 2 with sample_rate at its field 1.
+    outer = as_dict(data)
+    assert outer[1] == 1
+    assert as_dict(outer[2])[1] == 16000
+
+
+def test_encode_configure_ogg_opus_with_bitrate() -> None:
+    data = encode_configure(config(audio_format=AudioFormat.OGG_OPUS, sample_rate=24000, bitrate=32000))
+    conf = decode_pb(data).client_configure_session
+    assert conf.sample_rate == 24000
+    assert conf.bitrate == 32000
+    assert conf.audio_format == pb.AUDIO_FORMAT_OGG_OPUS
+    inner = as_dict(as_dict(data)[2])
+    assert inner[1] == 24000
+    assert inner[2] == 32000
+    assert inner[3] == 1
+
+
+def test_encode_configure_livekit_egress() -> None:
+    livekit = LiveKitEgressConfig(
+        url="wss://livekit.example",
+        api_token="lk-token",
+        room_name="room-1",
+        publisher_id="pub-1",
+        extra_attributes={"team": "blue", "lang": "en"},
+        idle_timeout=45,
+    )
+    data = encode_configure(config(livekit_egress=livekit))
+    conf = decode_pb(data).client_configure_session
+    assert conf.egress_type == pb.EGRESS_TYPE_LIVEKIT
+    assert conf.HasField("livekit_egress")
+    assert not conf.HasField("agora_egress")
+    lk = conf.livekit_egress
+    assert lk.url == "wss://livekit.example"
+    assert lk.api_token == "lk-token"
+    assert lk.api_key == ""
+    assert lk.api_secret == ""
+    assert lk.room_name == "room-1"
+    assert lk.publisher_id == "pub-1"
+    assert dict(lk.extra_attributes) == {"team": "blue", "lang": "en"}
+    assert lk.idle_timeout == 45
+    # Raw wire: egress_type at field 5, livekit_egress at field 6; api_token at 8, idle_timeout at 7.
+    inner = as_dict(as_dict(data)[2])
+    assert inner[5] == 1
+    lk_fields = parse_fields(inner[6])
+    assert (8, b"lk-token") in lk_fields
+    assert (7, 45) in lk_fields
+    assert (4, b"room-1") in lk_fields
+    assert len([v for n, v in lk_fields if n == 6]) == 2  # one map entry per attribute
+
+
+def test_encode_configure_livekit_deprecated_key_and_secret() -> None:
+    with pytest.warns(FutureWarning, match="api_token"):
+        livekit = LiveKitEgressConfig(url="wss://lk.example", api_key="k", api_secret="s", room_name="r")
+    lk = decode_pb(encode_configure(config(livekit_egress=livekit))).client_configure_session.livekit_egress
+    assert (lk.api_key, lk.api_secret, lk.api_token) == ("k", "s", "")
+
+
+def test_encode_configure_agora_egress() -> None:
+    agora = AgoraEgressConfig(channel_name="chan-1", token="ag-token", uid=4294967295, publisher_id="pub-2")
+    data = encode_configure(config(agora_egress=agora))
+    conf = decode_pb(data).client_configure_session
+    assert conf.egress_type == pb.EGRESS_TYPE_AGORA
+    assert conf.HasField("agora_egress")
+    assert not conf.HasField("livekit_egress")
+    ag = conf.agora_egress
+    assert ag.channel_name == "chan-1"
+    assert ag.token == "ag-token"
+    assert ag.uid == 4294967295
+    assert ag.publisher_id == "pub-2"
+    inner = as_dict(as_dict(data)[2])
+    assert inner[5] == 2
+    assert as_dict(inner[7]) == {1: b"chan-1", 2: b"ag-token", 3: 4294967295, 4: b"pub-2"}
+
+
+def test_encode_audio() -> None:
+    data = encode_audio("20260101000000_abcdefghijkl", b"\x01\x00\x02\x00", True)
+    msg = decode_pb(data)
+    assert msg.type == pb.MESSAGE_CLIENT_AUDIO_INPUT
+    assert msg.client_audio_input.req_id == "20260101000000_abcdefghijkl"
+    assert msg.client_audio_input.end is True
+    assert msg.client_audio_input.audio == b"\x01\x00\x02\x00"
+    outer = as_dict(data)
+    assert outer[1] == 3
+    assert as_dict(outer[4]) == {1: b"20260101000000_abcdefghijkl", 2: 1, 3: b"\x01\x00\x02\x00"}
+
+
+def test_encode_audio_empty_end_chunk() -> None:
+    msg = decode_pb(encode_audio("r1", b"", True))
+    assert msg.WhichOneof("data") == "client_audio_input"
+    assert msg.client_audio_input.req_id == "r1"
+    assert msg.client_audio_input.end is True
+    assert msg.client_audio_input.audio == b""
+
+
+def test_encode_audio_not_end() -> None:
+    msg = decode_pb(encode_audio("r2", b"\x00\x00", False))
+    assert msg.client_audio_input.end is False
+
+
+def test_encode_interrupt() -> None:
+    data = encode_interrupt("r3")
+    msg = decode_pb(data)
+    assert msg.type == pb.MESSAGE_CLIENT_INTERRUPT
+    assert msg.client_interrupt.req_id == "r3"
+    outer = as_dict(data)
+    assert outer[1] == 7
+    assert as_dict(outer[8]) == {1: b"r3"}
+
+
+# --------------------------------------------------------------------------------------------------
+# decode
+# --------------------------------------------------------------------------------------------------
+
+
+def test_decode_confirm() -> None:
+    msg = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
+    msg.server_confirm_session.connection_id = "conn-1"
+    assert decode(msg.SerializeToString()) == Confirm(connection_id="conn-1")
+
+
+def test_decode_server_error() -> None:
+    msg = pb.Message(type=pb.MESSAGE_SERVER_ERROR)
+    msg.server_error.code = 4001
+    msg.server_error.message = "credits exhausted"
+    msg.server_error.connection_id = "conn-2"
+    msg.server_error.req_id = "r1"
+    assert decode(msg.SerializeToString()) == ServerErrorMessage(
+        code=4001, message="credits exhausted", connection_id="conn-2", req_id="r1"
+    )
+
+
+def test_decode_animation_keeps_the_exact_bytes() -> None:
+    msg = pb.Message(type=pb.MESSAGE_SERVER_RESPONSE_ANIMATION)
+    msg.server_response_animation.req_id = "r1"
+    msg.server_response_animation.end = True
+    data = msg.SerializeToString() + lfield(6, lfield(15, b"keyframes"))  # an undeclared field, merged
+    got = decode(data)
+    assert isinstance(got, Animation)
+    assert got.req_id == "r1"
+    assert got.end is True
+    assert got.data == data
+    assert got.data is data
+
+
+def test_decode_unknown_message_type() -> None:
+    assert decode(vfield(1, 42)) == Unknown(42)
+    # Newer generation: MESSAGE_SERVER_PLAYBACK_STATE = 10 with its payload at field 11.
+    assert decode(vfield(1, 10) + lfield(11, lfield(2, b"r1") + vfield(3, 2))) == Unknown(10)
+
+
+def test_decode_malformed() -> None:
+    got = decode(b"\xff\xff\xff")
+    assert isinstance(got, Malformed)
+    assert got.size == 3
+    assert got.reason
+
+
+def test_decode_truncated_message_is_malformed() -> None:
+    data = vfield(1, 5) + lfield(6, lfield(2, b"r1"))
+    got = decode(data[:-1])
+    assert isinstance(got, Malformed)
+    assert got.size == len(data) - 1
+
+
+def test_decode_empty_bytes() -> None:
+    # An empty message is a Message with type MESSAGE_UNSPECIFIED (0): not one this SDK handles.
+    assert decode(b"") == Unknown(0)
+
+
+# Messages built by hand from PROTOCOL.md's field numbers.
+
+
+def test_wire_confirm_by_hand() -> None:
+    data = vfield(1, 2) + lfield(3, lfield(1, b"conn-hand"))
+    assert decode(data) == Confirm(connection_id="conn-hand")
+
+
+def test_wire_server_error_by_hand() -> None:
+    inner = lfield(1, b"conn-x") + lfield(2, b"req-x") + vfield(3, 4503) + lfield(4, b"upstream unavailable")
+    data = vfield(1, 4) + lfield(5, inner)
+    assert decode(data) == ServerErrorMessage(
+        code=4503, message="upstream unavailable", connection_id="conn-x", req_id="req-x"
+    )
+
+
+def test_wire_animation_by_hand() -> None:
+    # Newer generation fields (animation = 4, avatar_id = 5) and an undeclared one; type last on the wire.
+    inner = lfield(15, b"\x00\x01\x02") + lfield(1, b"conn-a") + lfield(2, b"req-a") + vfield(3, 1)
+    inner += lfield(4, b"keyframes") + lfield(5, b"avatar-1")
+    data = lfield(6, inner) + vfield(1, 5)
+    got = decode(data)
+    assert isinstance(got, Animation)
+    assert got.req_id == "req-a"
+    assert got.end is True
+    assert got.data == data
+    assert got.data is data
+
+
+def test_wire_animation_not_end_by_hand() -> None:
+    data = vfield(1, 5) + lfield(6, lfield(2, b"req-b"))
+    got = decode(data)
+    assert got == Animation(data=data, req_id="req-b", end=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# parse_close
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"", (None, "")),
+        (b"\x03", (None, "")),
+        (b"\x03\xe8", (1000, "")),
+        ((4001).to_bytes(2, "big") + b"credits exhausted", (4001, "credits exhausted")),
+        ((4503).to_bytes(2, "big") + "upstream \u00e9".encode(), (4503, "upstream \u00e9")),
+        ((1011).to_bytes(2, "big") + b"bad \xff", (1011, "bad \ufffd")),
+    ],
+)
+def test_parse_close(payload: bytes, expected: Tuple[Any, str]) -> None:
+    assert parse_close(payload) == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# The generated descriptor and coexistence with the official SDK's descriptors
+# --------------------------------------------------------------------------------------------------
+
+
+def test_descriptor_file_and_package() -> None:
+    assert pb.DESCRIPTOR.name == "avatarsdk/_proto/ingress_v2.proto"
+    assert pb.DESCRIPTOR.package == "avatarsdk.ingress.v2"
+    assert pb.Message.DESCRIPTOR.full_name == "avatarsdk.ingress.v2.Message"
+    assert pb.DESCRIPTOR.name != "message.proto"
+    assert pb.DESCRIPTOR.package != "message"
+
+
+def run_python(code: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *flags, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_coexists_with_an_official_message_proto() -> None:
+    code = """
+        from google.protobuf import descriptor_pb2, descriptor_pool
+
+        fdp = descriptor_pb2.FileDescriptorProto(name="message.proto", package="message", syntax="proto3")
+        msg = fdp.message_type.add(name="Message")
+        msg.field.add(
+            name="type",
+            number=1,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        )
+        descriptor_pool.Default().AddSerializedFile(fdp.SerializeToString())
+        assert descriptor_pool.Default().FindMessageTypeByName("message.Message") is not None
+
+        import avatarsdk
+        from avatarsdk import _protocol
+
+        data = _protocol.encode_audio("r1", b"\\x00\\x00", True)
+        assert len(data) > 0
+        confirm = bytes([0x08, 0x02, 0x1A, 0x04, 0x0A, 0x02]) + b"c1"
+        assert _protocol.decode(confirm) == _protocol.Confirm("c1"), _protocol.decode(confirm)
+        print("ok")
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_import_emits_no_warnings() -> None:
+    result = run_python("import avatarsdk, avatarsdk._protocol; print('ok')", "-W", "error")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert result.stderr == ""
