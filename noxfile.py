@@ -8,7 +8,7 @@ Sessions:
 * ``tests-newest``: Python 3.11 with the newest requests / websocket-client / protobuf that setup.cfg allows.
 * ``tests-oldest``: Python 3.9 with the oldest supported ones (requests 2.26.0, websocket-client 1.6.0,
   protobuf 3.20.3), pinned through a constraints file so that installing the package cannot move them.
-* ``lint``: ruff check, ruff format --check, mypy (strict; configured in pyproject.toml).
+* ``lint``: ruff check, ruff format --check, mypy (strict; configured in setup.cfg [mypy]).
 * ``proto``: the committed ``avatarsdk/_proto`` modules match what the pinned protoc generates.
 * ``package``: wheel and sdist build, hold the data files, and the bare wheel imports without any extra.
 
@@ -205,7 +205,7 @@ def lint(session: nox.Session) -> None:
     session.log("linting: " + " ".join(paths))
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", "--diff", *paths)
-    session.run("mypy")  # files, strictness and overrides: [tool.mypy] in pyproject.toml
+    session.run("mypy")  # files, strictness and overrides: [mypy] in setup.cfg
 
 
 @nox.session(python=find_python(NEWEST_PYTHON))
