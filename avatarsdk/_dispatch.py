@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, Generic, Optional, TypeVar, Union
+from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar, Union
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ Item = Union[bytes, TextFrame, "_End[Any]"]
 class FrameQueue(Generic[E]):
     """A bounded FIFO for one producer (the reader) and one consumer (the dispatcher).
 
-    ``put`` blocks while ``maxsize`` items are waiting, until the consumer takes them or ``release()`` is
-    called; ``put_end`` never blocks and is the last item.
+    ``put_many`` blocks while ``maxsize`` items are waiting, until the consumer takes them or ``release()``
+    is called; ``put_end`` never blocks and is the last item.
     """
 
     def __init__(self, maxsize: int = DEFAULT_MAX_QUEUED) -> None:
@@ -52,13 +52,14 @@ class FrameQueue(Generic[E]):
         self._consumer_waiting = False
         self._producer_waiting = False
 
-    def put(self, item: Union[bytes, TextFrame]) -> None:
+    def put_many(self, items: List[Any]) -> None:
+        """Append ``items`` in order; blocks first while the queue is full (it may then exceed ``maxsize``
+        by up to ``len(items)``: one block of the socket's bytes is queued at once)."""
         with self._cond:
-            items = self._items
-            while len(items) >= self._maxsize and not self._released:
+            while len(self._items) >= self._maxsize and not self._released:
                 self._producer_waiting = True
                 self._cond.wait()
-            items.append(item)
+            self._items.extend(items)
             if self._consumer_waiting:
                 self._consumer_waiting = False
                 self._cond.notify_all()
@@ -70,7 +71,7 @@ class FrameQueue(Generic[E]):
             self._cond.notify_all()
 
     def release(self) -> None:
-        """Let a blocked ``put`` through, now and from now on (the session is closing)."""
+        """Let a blocked ``put_many`` through, now and from now on (the session is closing)."""
         with self._cond:
             self._released = True
             self._cond.notify_all()

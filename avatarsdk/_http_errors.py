@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional, Tuple
 
-from .errors import AvatarSDKErrorCode, classify
+from .errors import classify
 
 RAW_BODY_LIMIT = 64 * 1024  # characters of a response body kept on an error
 
@@ -60,20 +60,41 @@ def error_details(document: Any, text: str) -> Dict[str, Optional[str]]:
     return {"status": None, "code": None, "title": None, "detail": stripped[:1000] or None}
 
 
-def build_http_error(
+def http_rejection(
     prefix: str,
     *,
     phase: str,
     http_status: int,
-    details: Dict[str, Optional[str]],
-) -> Tuple[str, AvatarSDKErrorCode, bool]:
-    """Message, code and retryability of an HTTP-level rejection (token call or WebSocket upgrade)."""
-    text = " | ".join(v for v in (details.get("code"), details.get("title"), details.get("detail")) if v)
-    code, retryable, _ = classify(phase=phase, http_status=http_status, server_code=details.get("code"), text=text)
-    parts = [p for p in (details.get("title"), details.get("detail")) if p]
+    text: str,
+    document: Any,
+    secrets: Tuple[str, ...],
+) -> Dict[str, Any]:
+    """Keyword arguments for an :class:`~avatarsdk.AvatarSDKError` describing an HTTP-level rejection (token
+    call or WebSocket upgrade) with body ``text`` (``document``: its JSON, if any).
+
+    The body is parsed and classified as received; ``secrets`` are removed only from what the error keeps
+    (message, server texts, raw body), so a secret that happens to occur in the JSON cannot break parsing.
+    """
+    details = error_details(document, text)
+    joined = " | ".join(v for v in (details["code"], details["title"], details["detail"]) if v)
+    code, retryable, _ = classify(phase=phase, http_status=http_status, server_code=details["code"], text=joined)
+    server_code, title, detail = (
+        None if v is None else redact(v, secrets) for v in (details["code"], details["title"], details["detail"])
+    )
+    parts = [p for p in (title, detail) if p]
     message = f"{prefix} (HTTP {http_status})"
     if parts:
         message += ": " + " - ".join(parts)
-    elif details.get("code"):
-        message += f": {details['code']}"
-    return message, code, retryable
+    elif server_code:
+        message += f": {server_code}"
+    return {
+        "code": code,
+        "message": message,
+        "phase": phase,
+        "retryable": retryable,
+        "http_status": http_status,
+        "server_code": server_code,
+        "server_title": title,
+        "server_detail": detail,
+        "raw_body": redact(text[:RAW_BODY_LIMIT], secrets) or None,
+    }

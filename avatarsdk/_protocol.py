@@ -175,6 +175,108 @@ class Malformed:
 Decoded = Union[Confirm, ServerErrorMessage, Animation, Unknown, Malformed]
 
 
+def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _skip(data: bytes, pos: int, key: int) -> int:
+    if not 0 < key >> 3 < 1 << 29:
+        raise ValueError(f"field number {key >> 3}")
+    wire_type = key & 7
+    if wire_type == 0:
+        while data[pos] >= 0x80:
+            pos += 1
+        return pos + 1
+    if wire_type == 2:
+        size, pos = _varint(data, pos)
+        return pos + size
+    if wire_type == 5:
+        return pos + 4
+    if wire_type == 1:
+        return pos + 8
+    raise ValueError(f"wire type {wire_type}")
+
+
+_KEY_TYPE = 1 << 3 | 0  # Message.type, varint
+_KEY_ANIMATION = 6 << 3 | 2  # Message.server_response_animation, length-delimited
+_KEY_CONNECTION_ID = 1 << 3 | 2  # ServerResponseAnimation.connection_id (checked: strings must be UTF-8)
+_KEY_REQ_ID = 2 << 3 | 2  # ServerResponseAnimation.req_id
+_KEY_END = 3 << 3 | 0  # ServerResponseAnimation.end
+_ONEOF_FIELDS = frozenset({2, 3, 4, 5, 8})  # the other members of Message.data
+
+
+def peek_animation(data: bytes) -> Optional[Tuple[str, bool]]:
+    """``(req_id, end)`` of a SERVER_RESPONSE_ANIMATION message, read straight off the wire.
+
+    The hot path: no protobuf objects are built, and the cost does not depend on the protobuf runtime.
+    Returns ``None`` for any other message, and for anything unusual (malformed bytes, a repeated or
+    overridden animation field); :func:`decode` then has the last word.
+    """
+    try:
+        pos = 0
+        end = len(data)
+        kind = 0
+        body: Optional[Tuple[int, int]] = None
+        while pos < end:
+            key = data[pos]
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = _varint(data, pos)
+            if key == _KEY_TYPE:
+                kind, pos = _varint(data, pos)
+            elif key == _KEY_ANIMATION:
+                if body is not None:
+                    return None  # repeated: protobuf would merge them
+                size, pos = _varint(data, pos)
+                body = (pos, pos + size)
+                pos += size
+            elif key >> 3 in _ONEOF_FIELDS:
+                return None  # another member of the oneof replaces the animation
+            else:
+                pos = _skip(data, pos, key)
+        if pos != end or kind != pb.MESSAGE_SERVER_RESPONSE_ANIMATION:
+            return None
+        req_id = b""
+        last = False
+        if body is not None:
+            pos, stop = body
+            while pos < stop:
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _varint(data, pos)
+                if key == _KEY_REQ_ID:
+                    size, pos = _varint(data, pos)
+                    req_id = data[pos : pos + size]
+                    pos += size
+                elif key == _KEY_END:
+                    flag, pos = _varint(data, pos)
+                    last = flag != 0
+                elif key == _KEY_CONNECTION_ID:
+                    size, pos = _varint(data, pos)
+                    data[pos : pos + size].decode("utf-8")
+                    pos += size
+                else:
+                    pos = _skip(data, pos, key)
+            if pos != stop:
+                return None
+        return req_id.decode("utf-8"), last
+    except (IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
 def decode(data: bytes) -> Decoded:
     """Decode one binary WebSocket message from the server."""
     msg = pb.Message()

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._http_errors import RAW_BODY_LIMIT, build_http_error, error_details, int_or_none, json_or_none, redact
+from ._http_errors import RAW_BODY_LIMIT, error_details, http_rejection, int_or_none, json_or_none, redact
 from ._protocol import session_token_url
 from .errors import PHASE_SESSION_TOKEN, AvatarSDKErrorCode, SessionTokenError, classify
 
@@ -85,27 +85,22 @@ def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] =
     A non-200 status, or an ``errors`` list (even with HTTP 200), is a failure; a 200 without a non-empty
     ``sessionToken`` string is a protocol error. Known ``secrets`` are removed from any echoed body.
     """
-    text = redact(body.decode("utf-8", errors="replace"), secrets)
-    raw_body = text[:RAW_BODY_LIMIT] or None
+    text = body.decode("utf-8", errors="replace")
     document = json_or_none(text)
     errors = document.get("errors") if isinstance(document, dict) else None
     if status != 200 or errors:
-        details = error_details(document, text)
-        doc_status = int_or_none(details.get("status"))
+        doc_status = int_or_none(error_details(document, text)["status"])
         http_status = doc_status if status == 200 and doc_status is not None else status
-        message, code, retryable = build_http_error(
-            "session token request failed", phase=PHASE_SESSION_TOKEN, http_status=http_status, details=details
-        )
-        raise SessionTokenError(
-            message,
-            code=code,
-            retryable=retryable,
+        fields = http_rejection(
+            "session token request failed",
+            phase=PHASE_SESSION_TOKEN,
             http_status=http_status,
-            server_code=details.get("code"),
-            server_title=details.get("title"),
-            server_detail=details.get("detail"),
-            raw_body=raw_body,
+            text=text,
+            document=document,
+            secrets=secrets,
         )
+        raise SessionTokenError(fields.pop("message"), **fields)
+    raw_body = redact(text[:RAW_BODY_LIMIT], secrets) or None
     if not isinstance(document, dict):
         raise SessionTokenError(
             "session token response is not a JSON object",

@@ -1,8 +1,10 @@
-"""The WebSocket connection (websocket-client) and the reader thread that owns its receive side.
+"""The WebSocket connection and the reader thread that owns its receive side.
 
-The reader only reads: binary payloads go to the frame queue as they are, and the end of the stream (a
-close frame, a drop, or a local shutdown) is the last item it queues. Parsing and user code happen on the
-dispatcher thread (``_dispatch.py``).
+websocket-client opens the connection (HTTP upgrade, TLS, proxies) and frames what we send. Receiving is
+ours: the reader reads large blocks from the socket and cuts them into messages with ``_frames.FrameParser``
+(one system call per block instead of three per frame), answers pings, and puts binary payloads on the
+frame queue as they are; the end of the stream (a close frame, a drop, a local shutdown) is the last item
+it queues. Decoding and user code happen on the dispatcher thread (``_dispatch.py``).
 """
 
 from __future__ import annotations
@@ -13,18 +15,19 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import websocket
-from websocket import ABNF
 
 from . import _protocol
 from ._dispatch import FrameQueue, TextFrame
-from ._http_errors import RAW_BODY_LIMIT, build_http_error, error_details, json_or_none, redact
+from ._frames import OP_CLOSE, OP_PING, OP_TEXT, Control, FrameError, FrameParser, Message
+from ._http_errors import http_rejection, json_or_none, redact
 from .errors import (
     PHASE_WEBSOCKET_CONNECT,
     PHASE_WEBSOCKET_HANDSHAKE,
+    PHASE_WEBSOCKET_RUNTIME,
     PHASE_WEBSOCKET_SEND,
     AvatarSDKError,
     AvatarSDKErrorCode,
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
 CLOSE_ABNORMAL = 1006  # never sent on the wire: "the connection was lost without a close frame"
+RECV_SIZE = 256 * 1024  # bytes asked of each recv(): many frames per system call in a burst
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class StreamEnd:
     close_code: Optional[int]
     close_reason: str
     error: Optional[BaseException] = None  # the transport exception, for a lost connection
+    fault: Optional[AvatarSDKError] = None  # the error to report, when the reader already knows it
 
     @property
     def peer_closed(self) -> bool:
@@ -53,12 +58,23 @@ class StreamEnd:
 class Connection:
     """An open WebSocket to the ingress. Sends are thread-safe (websocket-client locks each frame)."""
 
-    def __init__(self, ws: websocket.WebSocket, host: str, secrets: Tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        ws: websocket.WebSocket,
+        host: str,
+        secrets: Tuple[str, ...] = (),
+        max_message_size: Optional[int] = None,
+    ) -> None:
         self._ws = ws
         self.secrets = secrets  # removed from any text the server sends back
-        self._sock: Optional[socket.socket] = ws.sock
+        sock = ws.sock
+        assert sock is not None, "websocket-client returned without a socket"
+        self._sock: socket.socket = sock
         self.host = host
+        self.parser = FrameParser(max_message_size)
+        self.pending: List[Message] = []  # received during the handshake, after its reply
         self.end: Optional[StreamEnd] = None  # set by the reader when the receive side ends
+        self.close_sent = False
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -70,6 +86,7 @@ class Connection:
         *,
         connect_timeout: Optional[float],
         secrets: Tuple[str, ...],
+        max_message_size: Optional[int] = None,
     ) -> Connection:
         """Connect and upgrade; raise :class:`AvatarSDKError` (phase ``websocket_connect``) on failure."""
         host = urlsplit(url).netloc
@@ -95,7 +112,7 @@ class Connection:
                 f"WebSocket upgrade with {host} failed: {type(exc).__name__}",
                 phase=PHASE_WEBSOCKET_CONNECT,
             ) from exc
-        return cls(ws, host, secrets)
+        return cls(ws, host, secrets, max_message_size)
 
     def handshake(self, configure: bytes, timeout: Optional[float]) -> str:
         """Send CLIENT_CONFIGURE_SESSION and wait for the confirmation; return the connection id.
@@ -108,25 +125,7 @@ class Connection:
         try:
             self._ws.settimeout(timeout)
             self._ws.send_binary(configure)
-            while True:
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise socket.timeout()
-                    self._ws.settimeout(remaining)
-                opcode, frame = self._ws.recv_data_frame(True)
-                if opcode in (ABNF.OPCODE_PING, ABNF.OPCODE_PONG):
-                    continue
-                if opcode == ABNF.OPCODE_CLOSE:
-                    code, reason = _protocol.parse_close(frame.data)
-                    raise closed_error(code, reason, phase=phase, during="the handshake", secrets=self.secrets)
-                if opcode != ABNF.OPCODE_BINARY:
-                    raise AvatarSDKError(
-                        AvatarSDKErrorCode.protocolError,
-                        "expected a binary protobuf message during the handshake, got text",
-                        phase=phase,
-                    )
-                break
+            data = self._first_message(deadline)
         except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
             raise AvatarSDKError(
                 AvatarSDKErrorCode.connectionFailed,
@@ -134,15 +133,13 @@ class Connection:
                 phase=phase,
                 retryable=True,
             ) from exc
-        except (websocket.WebSocketConnectionClosedException, OSError) as exc:
-            raise closed_error(None, "", phase=phase, during="the handshake") from exc
-        except websocket.WebSocketException as exc:
+        except FrameError as exc:
             raise AvatarSDKError(
-                AvatarSDKErrorCode.protocolError,
-                f"invalid WebSocket frame during the handshake: {type(exc).__name__}",
-                phase=phase,
+                AvatarSDKErrorCode.protocolError, f"invalid WebSocket frame during the handshake: {exc}", phase=phase
             ) from exc
-        reply = _protocol.decode(frame.data)
+        except (websocket.WebSocketException, OSError, EOFError) as exc:
+            raise closed_error(None, "", phase=phase, during="the handshake") from exc
+        reply = _protocol.decode(data)
         if isinstance(reply, _protocol.Confirm):
             if not reply.connection_id:
                 raise AvatarSDKError(
@@ -165,6 +162,47 @@ class Connection:
             phase=phase,
         )
 
+    def _first_message(self, deadline: Optional[float]) -> bytes:
+        """The first binary message (pings answered on the way); later ones are kept in ``pending``."""
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                self._sock.settimeout(remaining)
+            messages = self.receive()
+            for index, message in enumerate(messages):
+                if type(message) is bytes:
+                    self.pending = messages[index + 1 :]
+                    return message
+                assert isinstance(message, Control)
+                if message.opcode == OP_PING:
+                    self.pong(message.payload)
+                elif message.opcode == OP_CLOSE:
+                    code, reason = _protocol.parse_close(message.payload)
+                    raise closed_error(
+                        code, reason, phase=PHASE_WEBSOCKET_HANDSHAKE, during="the handshake", secrets=self.secrets
+                    )
+                elif message.opcode == OP_TEXT:
+                    raise AvatarSDKError(
+                        AvatarSDKErrorCode.protocolError,
+                        "expected a binary protobuf message during the handshake, got text",
+                        phase=PHASE_WEBSOCKET_HANDSHAKE,
+                    )
+
+    def receive(self) -> List[Message]:
+        """Block for the next block of bytes; return the messages it completed (maybe none).
+
+        Raises:
+            EOFError: the peer closed the TCP connection.
+            socket.timeout: nothing arrived within the socket's timeout.
+            FrameError: the peer broke the framing rules.
+        """
+        data = self._sock.recv(RECV_SIZE)
+        if not data:
+            raise EOFError("connection closed by the peer without a close frame")
+        return self.parser.feed(data)
+
     def set_timeout(self, timeout: Optional[float]) -> None:
         self._ws.settimeout(timeout)
 
@@ -184,26 +222,28 @@ class Connection:
             # AttributeError: websocket-client drops its socket object once the connection is closed.
             raise closed_error(None, "", phase=PHASE_WEBSOCKET_SEND, during="a send", req_id=req_id) from exc
 
-    def send_close(self, code: int = CLOSE_NORMAL) -> bool:
-        """Send a close frame; return whether it went out."""
+    def send_close(self, code: int = CLOSE_NORMAL, reason: bytes = b"") -> bool:
+        """Send a close frame (once); return whether it went out."""
+        if self.close_sent:
+            return False
+        self.close_sent = True
         try:
-            self._ws.send_close(code)
+            self._ws.send_close(code, reason)
             return True
         except (websocket.WebSocketException, OSError, AttributeError):
             return False
 
-    def recv(self) -> Tuple[int, bytes]:
-        """One data or control message (pings are answered by websocket-client)."""
-        opcode, frame = self._ws.recv_data_frame(True)
-        return opcode, frame.data
+    def pong(self, payload: bytes) -> None:
+        """Answer a ping (failures surface on the receive side)."""
+        try:
+            self._ws.pong(payload)
+        except (websocket.WebSocketException, OSError, AttributeError):
+            pass
 
     def shutdown(self) -> None:
         """Shut the socket down both ways: wakes a thread blocked in recv or send. Idempotent."""
-        sock = self._sock
-        if sock is None:
-            return
         try:
-            sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -245,24 +285,17 @@ def _connect_failed(message: str) -> AvatarSDKError:
 def _upgrade_rejected(
     exc: websocket.WebSocketBadStatusException, host: str, secrets: Tuple[str, ...]
 ) -> AvatarSDKError:
-    status = int(exc.status_code)
     body = exc.resp_body if isinstance(exc.resp_body, (bytes, bytearray)) else b""
-    text = redact(bytes(body).decode("utf-8", errors="replace"), secrets)
-    details = error_details(json_or_none(text), text)
-    message, code, retryable = build_http_error(
-        f"WebSocket upgrade rejected by {host}", phase=PHASE_WEBSOCKET_CONNECT, http_status=status, details=details
-    )
-    return AvatarSDKError(
-        code,
-        message,
+    text = bytes(body).decode("utf-8", errors="replace")
+    fields = http_rejection(
+        f"WebSocket upgrade rejected by {host}",
         phase=PHASE_WEBSOCKET_CONNECT,
-        http_status=status,
-        server_code=details.get("code"),
-        server_title=details.get("title"),
-        server_detail=details.get("detail"),
-        raw_body=text[:RAW_BODY_LIMIT] or None,
-        retryable=retryable,
+        http_status=int(exc.status_code),
+        text=text,
+        document=json_or_none(text),
+        secrets=secrets,
     )
+    return AvatarSDKError(fields.pop("code"), fields.pop("message"), **fields)
 
 
 def closed_error(
@@ -322,7 +355,7 @@ def server_error(
 
 
 class Reader:
-    """The thread that owns the socket's receive side: ``recv`` → queue, until the stream ends."""
+    """The thread that owns the socket's receive side: ``recv`` → parse → queue, until the stream ends."""
 
     def __init__(self, conn: Connection, queue: FrameQueue[StreamEnd], name: str) -> None:
         self._conn = conn
@@ -334,24 +367,41 @@ class Reader:
 
     def _run(self) -> None:
         conn, queue = self._conn, self._queue
-        put = queue.put
+        parser = conn.parser
+        put_many = queue.put_many
         end = StreamEnd(None, "", RuntimeError("reader stopped"))
         try:
+            messages, conn.pending = conn.pending, []
+            parser.saw_control = bool(messages)
             while True:
+                if parser.saw_control:
+                    parser.saw_control = False
+                    stop = self._deliver_with_controls(messages)
+                    if stop is not None:
+                        end = stop
+                        break
+                elif messages:
+                    put_many(messages)
                 try:
-                    opcode, data = conn.recv()
-                except websocket.WebSocketTimeoutException:
-                    continue  # idle: the socket timeout bounds sends, not silence
-                if opcode == ABNF.OPCODE_BINARY:
-                    put(data)
-                elif opcode == ABNF.OPCODE_CLOSE:
-                    code, reason = _protocol.parse_close(data)
-                    end = StreamEnd(code, reason)
-                    logger.debug("close frame received (code %s)", code)
-                    break
-                elif opcode == ABNF.OPCODE_TEXT:
-                    put(TextFrame(len(data)))
-        except (websocket.WebSocketException, OSError, ssl.SSLError, AttributeError) as exc:
+                    messages = conn.receive()
+                except socket.timeout:
+                    messages = []  # idle: the socket timeout bounds sends, not silence
+        except FrameError as exc:
+            logger.debug("invalid frame from the server: %s", exc)
+            if exc.messages:  # complete before the fault: still delivered (a close among them wins)
+                stop = self._deliver_with_controls(exc.messages)
+                if stop is not None:
+                    end = stop
+                    return
+            conn.send_close(exc.close_code)
+            fault = AvatarSDKError(
+                AvatarSDKErrorCode.protocolError,
+                f"invalid WebSocket frame from the server: {exc}",
+                phase=PHASE_WEBSOCKET_RUNTIME,
+                close_code=exc.close_code,
+            )
+            end = StreamEnd(exc.close_code, "", exc, fault)
+        except (EOFError, OSError, ssl.SSLError, websocket.WebSocketException) as exc:
             end = StreamEnd(None, "", exc)
             logger.debug("receive side ended: %s", type(exc).__name__)
         except Exception as exc:
@@ -361,3 +411,32 @@ class Reader:
             conn.end = end
             conn.shutdown()
             queue.put_end(end)
+
+    def _deliver_with_controls(self, messages: List[Message]) -> Optional[StreamEnd]:
+        """Queue the data messages, answer pings; return the end if a close frame came."""
+        conn = self._conn
+        data: List[Union[bytes, TextFrame]] = []
+        for message in messages:
+            if type(message) is bytes:
+                data.append(message)
+                continue
+            assert isinstance(message, Control)
+            if message.opcode == OP_PING:
+                conn.pong(message.payload)
+            elif message.opcode == OP_TEXT:
+                data.append(TextFrame(len(message.payload)))
+            elif message.opcode == OP_CLOSE:
+                if data:
+                    self._queue.put_many(data)
+                code, reason = _protocol.parse_close(message.payload)
+                logger.debug("close frame received (code %s)", code)
+                conn.send_close(code if code is not None and _sendable_close_code(code) else CLOSE_NORMAL)
+                return StreamEnd(code, reason)
+        if data:
+            self._queue.put_many(data)
+        return None
+
+
+def _sendable_close_code(code: int) -> bool:
+    """Whether RFC 6455 lets an endpoint send ``code`` (so it can be echoed)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999

@@ -14,6 +14,7 @@ from typing import Optional, Tuple, Type, Union
 
 from . import _protocol
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
+from ._protocol import peek_animation
 from ._token import request_session_token
 from ._transport import CLOSE_NORMAL, Connection, Reader, StreamEnd, closed_error, server_error
 from ._validation import (
@@ -46,6 +47,7 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_SEND_TIMEOUT = 10.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 _session_numbers = itertools.count(1)
 
@@ -82,6 +84,8 @@ class AvatarSession:
         close_timeout: Seconds ``close()`` waits for the server's close reply, and for each thread to end.
         max_queued_frames: Received messages that may wait for the callbacks; past that the reader stops
             reading (TCP back-pressure) until the callbacks catch up.
+        max_message_size: Largest message accepted from the server, in bytes (``None``: no limit); a larger
+            one ends the session with ``protocolError`` (close code 1009).
 
     Every timeout may be ``None`` for no limit.
 
@@ -99,6 +103,7 @@ class AvatarSession:
         send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
         close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
         max_queued_frames: int = DEFAULT_MAX_QUEUED,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         check_config(config)
         self._config = _copy_config(config)
@@ -110,6 +115,9 @@ class AvatarSession:
         if check_int("max_queued_frames", max_queued_frames) < 1:
             raise ValueError(f"max_queued_frames: expected at least 1, got {max_queued_frames!r}")
         self._max_queued = max_queued_frames
+        if max_message_size is not None and check_int("max_message_size", max_message_size) < 1:
+            raise ValueError(f"max_message_size: expected at least 1 byte or None, got {max_message_size!r}")
+        self._max_message_size = max_message_size
 
         self._number = next(_session_numbers)
         self._lock = threading.Lock()  # guards the state below
@@ -203,7 +211,13 @@ class AvatarSession:
             use_query_auth=config.use_query_auth,
         )
         try:
-            conn = Connection.open(url, headers, connect_timeout=self._connect_timeout, secrets=_secrets(config, token))
+            conn = Connection.open(
+                url,
+                headers,
+                connect_timeout=self._connect_timeout,
+                secrets=_secrets(config, token),
+                max_message_size=self._max_message_size,
+            )
             try:
                 connection_id = conn.handshake(_protocol.encode_configure(config), self._handshake_timeout)
                 conn.set_timeout(self._send_timeout)
@@ -439,8 +453,17 @@ class AvatarSession:
     # ----------------------------------------------------------------- dispatcher-thread handlers
 
     def _on_frame(self, data: bytes) -> None:
+        peeked = peek_animation(data)
+        if peeked is not None:  # the hot path: an animation frame, read without protobuf objects
+            callback = self._config.transport_frames
+            if callback is not None:
+                try:
+                    callback(data, peeked[1])
+                except Exception:
+                    logger.exception("transport_frames callback raised; the session carries on")
+            return
         msg = _protocol.decode(data)
-        if type(msg) is _protocol.Animation:
+        if type(msg) is _protocol.Animation:  # an unusual encoding the fast path leaves to protobuf
             callback = self._config.transport_frames
             if callback is not None:
                 try:
@@ -487,7 +510,13 @@ class AvatarSession:
             send_failure = self._send_failure
         error: Optional[AvatarSDKError] = None
         if not user_closed:
-            error = self._end_from(end) if end.peer_closed else (send_failure or self._end_from(end))
+            if end.fault is not None:
+                end.fault.connection_id = self._connection_id
+                error = end.fault
+            elif end.peer_closed:
+                error = self._end_from(end)
+            else:
+                error = send_failure or self._end_from(end)
             if (
                 error is not None
                 and error.close_code is not None
@@ -562,6 +591,7 @@ def new_avatar_session(
     send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
     close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
     max_queued_frames: int = DEFAULT_MAX_QUEUED,
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> AvatarSession:
     """Create an :class:`AvatarSession` from keyword arguments (the fields of :class:`SessionConfig` and the
     session's timeouts). Unknown keywords raise ``TypeError``; invalid values raise ``ValueError``/``TypeError``
@@ -602,4 +632,5 @@ def new_avatar_session(
         send_timeout=send_timeout,
         close_timeout=close_timeout,
         max_queued_frames=max_queued_frames,
+        max_message_size=max_message_size,
     )

@@ -7,11 +7,12 @@ generated module.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -29,9 +30,11 @@ from avatarsdk._protocol import (
     encode_configure,
     encode_interrupt,
     parse_close,
+    peek_animation,
     redact_url,
     websocket_target,
 )
+from avatarsdk.testing import animation_frame
 
 # --------------------------------------------------------------------------------------------------
 # Raw protobuf wire helpers (independent of the generated module)
@@ -525,3 +528,69 @@ def test_import_emits_no_warnings() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# peek_animation: the hot path must agree with protobuf on everything it does not hand back to it
+# --------------------------------------------------------------------------------------------------
+
+
+def _reference(data: bytes) -> Optional[Tuple[str, bool]]:
+    got = decode(data)
+    return (got.req_id, got.end) if isinstance(got, Animation) else None
+
+
+def test_peek_reads_the_stand_ins_frames() -> None:
+    for end in (False, True):
+        data = animation_frame("conn-1", "20261126055603_ab_IxHPUhrA", end, 1200, 3)
+        assert peek_animation(data) == ("20261126055603_ab_IxHPUhrA", end) == _reference(data)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_peek_agrees_with_protobuf_on_mutated_messages(seed: int) -> None:
+    """Random corruptions of real frames: whenever the peek answers, protobuf gives the same answer."""
+    rng = random.Random(seed)
+    frames = [animation_frame("conn-1", f"req-{i}", i % 3 == 0, rng.choice([40, 300, 1200]), i) for i in range(20)]
+    answered = 0
+    for _ in range(5000):
+        data = bytearray(rng.choice(frames))
+        if rng.random() < 0.3:
+            data = data[: rng.randrange(len(data) + 1)]
+        for _ in range(rng.randint(1, 3)):
+            if data and rng.random() < 0.7:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            else:
+                data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+        peeked = peek_animation(bytes(data))
+        if peeked is not None:
+            answered += 1
+            assert peeked == _reference(bytes(data)), bytes(data)
+    assert answered > 500  # the peek really does answer for most surviving frames
+
+
+@pytest.mark.parametrize(
+    ("data", "decoded"),
+    [
+        (vfield(1, 5) + lfield(6, lfield(2, b"a")) + lfield(6, vfield(3, 1)), ("a", True)),  # repeated: merged
+        (vfield(1, 5) + lfield(6, lfield(2, b"a")) + lfield(5, b""), ("", False)),  # another oneof member wins
+        (vfield(1, 5) + lfield(6, lfield(2, b"\xff\xfe")), None),  # req_id is not UTF-8
+        (vfield(1, 5) + lfield(6, lfield(1, b"\xc3")), None),  # connection_id is not UTF-8
+        (vfield(1, 5) + lfield(6, b"\x03\x04"), None),  # a group (wire type 3)
+        (vfield(1, 5) + lfield(6, b"\x02\x00"), None),  # field number 0
+        (vfield(1, 5) + b"\x32\x05ab", None),  # length past the end
+        (vfield(1, 5) + lfield(6, b"") + b"\x08", None),  # truncated varint
+    ],
+)
+def test_peek_hands_unusual_messages_to_protobuf(data: bytes, decoded: Optional[Tuple[str, bool]]) -> None:
+    """The peek declines; decode() (which the session falls back to) gives protobuf's answer."""
+    assert peek_animation(data) is None
+    assert _reference(data) == decoded
+    if decoded is None:
+        assert isinstance(decode(data), Malformed)
+
+
+def test_peek_ignores_other_message_types() -> None:
+    confirm = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
+    confirm.server_confirm_session.connection_id = "c"
+    assert peek_animation(confirm.SerializeToString()) is None
+    assert peek_animation(b"") is None  # type 0

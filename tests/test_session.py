@@ -28,6 +28,7 @@ from avatarsdk.testing import (
     HandshakeError,
     HandshakeRaw,
     HandshakeSilence,
+    animation_frame,
     jsonapi_error,
 )
 
@@ -820,3 +821,63 @@ def test_secrets_never_reach_logs_reprs_or_errors(
         for text in texts:
             assert secret not in text
     assert err.raw_body is not None and "***" in err.raw_body
+
+
+# ------------------------------------------------------------------------------------- framing
+
+
+def test_frames_sent_with_the_confirmation_are_delivered(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    service.script_handshake(Confirm(then_frames=3))
+    started(make_session)
+    conn = service.wait_for_connection(0)
+    recorder.wait_last()
+    assert recorder.frames == conn.sent_frames("early") and len(recorder.frames) == 3
+
+
+def test_fragmented_messages_are_reassembled(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    started(make_session)
+    conn = service.wait_for_connection(0)
+    data = animation_frame("c", "r1", True, 1200, 1)
+    conn.send_fragmented([data[:10], data[10:600], data[600:]])
+    recorder.wait_last()
+    assert recorder.frames == [data]
+
+
+def test_oversized_message_ends_the_session(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    session = started(make_session, max_message_size=10_000)
+    conn = service.wait_for_connection(0)
+    small = conn.send_animation("r1", size=5_000)
+    conn.send_bytes(b"\x00" * 10_001)
+    recorder.wait_closed()
+    assert recorder.frames == [small]
+    err = recorder.errors[0]
+    assert (err.code, err.close_code, err.phase) == (AvatarSDKErrorCode.protocolError, 1009, "websocket_runtime")
+    conn.wait_closed()
+    assert conn.client_close_code == 1009
+    with pytest.raises(AvatarSDKError):
+        session.send_audio(pcm(0.02))
+
+
+def test_masked_frame_from_the_server_is_a_protocol_error(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    started(make_session)
+    conn = service.wait_for_connection(0)
+    conn.send_wire(b"\x82\x81\x00\x00\x00\x00x")  # RFC 6455: servers never mask
+    recorder.wait_closed()
+    assert [(e.code, e.close_code) for e in recorder.errors] == [(AvatarSDKErrorCode.protocolError, 1002)]
+
+
+def test_server_close_code_is_echoed(service: FakeAvatarService, make_session: MakeSession, recorder: Recorder) -> None:
+    started(make_session)
+    conn = service.wait_for_connection(0)
+    conn.close(4002, "limit")
+    recorder.wait_closed()
+    conn.wait_closed()
+    assert conn.client_close_code == 4002

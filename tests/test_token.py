@@ -352,3 +352,15 @@ def test_parse_token_with_control_characters_not_echoed() -> None:
         parse_token_response(200, json.dumps({"sessionToken": "secret-tok\r\n"}).encode())
     assert info.value.code is C.protocolError
     assert "secret-tok" not in str(info.value)
+
+
+def test_a_secret_occurring_inside_the_json_does_not_break_parsing() -> None:
+    """Secrets are removed from what an error keeps, never from the body before it is parsed."""
+    assert parse_token_response(200, b'{"sessionToken": "tok-1"}', secrets=("k", "o")) == "tok-1"
+    body = json.dumps(jsonapi_error(429, "RATE_LIMITED", "Too Many Requests", "slow down, key k")).encode()
+    with pytest.raises(SessionTokenError) as info:
+        parse_token_response(429, body, secrets=("k",))
+    err = info.value
+    assert (err.code, err.retryable, err.server_code) == (AvatarSDKErrorCode.concurrencyLimit, True, "RATE_LIMITED")
+    assert err.server_detail == "slow down, ***ey ***"
+    assert err.raw_body is not None and "k" not in err.raw_body

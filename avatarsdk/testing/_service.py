@@ -54,9 +54,14 @@ class UpgradeRejection:
 
 @dataclass
 class Confirm:
-    """Handshake reply: SERVER_CONFIRM_SESSION (``connection_id`` defaults to a fresh ``conn-N``)."""
+    """Handshake reply: SERVER_CONFIRM_SESSION (``connection_id`` defaults to a fresh ``conn-N``).
+
+    ``then_frames``: animation frames (request id ``"early"``) written in the same ``send`` as the
+    confirmation, so they reach the client together with it.
+    """
 
     connection_id: Optional[str] = None
+    then_frames: int = 0
 
 
 @dataclass
@@ -150,6 +155,18 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
+def _ws_frame(payload: bytes) -> bytes:
+    """An unmasked, final, binary WebSocket frame (server to client)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x82, size])
+    elif size < 1 << 16:
+        head = bytes([0x82, 126]) + struct.pack(">H", size)
+    else:
+        head = bytes([0x82, 127]) + struct.pack(">Q", size)
+    return head + payload
+
+
 def _body_bytes(body: Union[bytes, str, Dict[str, Any], List[Any], None]) -> Tuple[bytes, str]:
     if body is None:
         return b"", "text/plain"
@@ -235,6 +252,16 @@ class FakeConnection:
         """Send ``data`` as one binary message."""
         self.ws.send(data)
 
+    def send_fragmented(self, parts: List[bytes]) -> None:
+        """Send one binary message split into WebSocket fragments (a frame per part)."""
+        self.ws.send(parts)
+
+    def send_wire(self, data: bytes) -> None:
+        """Write raw bytes onto the TCP stream, around the WebSocket framing (for framing faults, e.g. a
+        masked or oversized frame). Do not interleave with other sends in flight."""
+        with self._cond:
+            self.ws.socket.sendall(data)
+
     def send_text(self, text: str) -> None:
         """Send a text message (the protocol only uses binary ones)."""
         self.ws.send(text)
@@ -299,6 +326,16 @@ class FakeConnection:
         self._reading.set()
 
     # -- internals
+
+    def _send_with_frames(self, first: bytes, count: int) -> None:
+        """``first`` and ``count`` animation frames as unmasked WebSocket frames, in one write."""
+        with self._cond:
+            frames = []
+            for i in range(count):
+                self._seq += 1
+                frames.append(animation_frame(self.connection_id or "", "early", i == count - 1, 300, self._seq))
+            self.ws.socket.sendall(b"".join(_ws_frame(m) for m in [first, *frames]))
+            self.sent += [("early", f) for f in frames]
 
     def _record(self, fn: Callable[[], None]) -> None:
         with self._cond:
@@ -598,7 +635,10 @@ class FakeAvatarService:
         if isinstance(reply, Confirm):
             msg = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
             msg.server_confirm_session.connection_id = conn.connection_id
-            ws.send(msg.SerializeToString())
+            if reply.then_frames:
+                conn._send_with_frames(msg.SerializeToString(), reply.then_frames)
+            else:
+                ws.send(msg.SerializeToString())
         elif isinstance(reply, HandshakeError):
             conn.send_error(reply.code, reply.message)
             if reply.close_code is not None:
