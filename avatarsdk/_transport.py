@@ -223,10 +223,11 @@ class Connection:
             raise closed_error(None, "", phase=PHASE_WEBSOCKET_SEND, during="a send", req_id=req_id) from exc
 
     def send_close(self, code: int = CLOSE_NORMAL, reason: bytes = b"") -> bool:
-        """Send a close frame (once); return whether it went out."""
-        if self.close_sent:
-            return False
-        self.close_sent = True
+        """Send a close frame (once, whichever thread asks first); return whether it went out."""
+        with self._close_lock:
+            if self.close_sent:
+                return False
+            self.close_sent = True
         try:
             self._ws.send_close(code, reason)
             return True
