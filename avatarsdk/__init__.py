@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 
+from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, SessionTokenError
+from .framefile import FrameWriter, read_frames
 from .logid import generate_log_id
 from .session_config import (
     AgoraEgressConfig,
@@ -28,13 +30,18 @@ __all__ = [
     "AvatarSDKError",
     "AvatarSDKErrorCode",
     "AvatarSession",
+    "FrameWriter",
     "LiveKitEgressConfig",
     "SessionConfig",
     "SessionConfigBuilder",
     "SessionTokenError",
     "__version__",
+    "chunk_pcm",
     "generate_log_id",
+    "is_wav",
+    "load_audio",
     "new_avatar_session",
+    "read_frames",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

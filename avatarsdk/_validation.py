@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from .audio import is_wav
 from .session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
 
 PCM_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -172,6 +173,12 @@ def check_audio(audio: Any, audio_format: AudioFormat) -> bytes:
     if not isinstance(audio, (bytes, bytearray, memoryview)):
         raise TypeError(f"audio: expected bytes, bytearray or memoryview, got {type(audio).__name__}")
     data = bytes(audio)
-    if audio_format is AudioFormat.PCM_S16LE and len(data) % 2:
-        raise ValueError(f"audio: expected PCM s16le (an even number of bytes), got {len(data)} bytes")
+    if audio_format is AudioFormat.PCM_S16LE:
+        if len(data) % 2:
+            raise ValueError(f"audio: expected PCM s16le (an even number of bytes), got {len(data)} bytes")
+        if is_wav(data):
+            raise ValueError(
+                "audio: expected raw PCM s16le samples, got a WAV file (RIFF header): its header would play as"
+                " noise; convert it with avatarsdk.load_audio(...) and send the PCM it returns"
+            )
     return data

@@ -271,7 +271,8 @@ class AvatarSession:
             end: ``True`` on the request's last chunk (it may be empty).
 
         Raises:
-            TypeError, ValueError: bad audio, or the session is not started or was closed by ``close()``.
+            TypeError, ValueError: bad audio (not bytes, odd length, or a whole WAV file: use
+                :func:`avatarsdk.load_audio`), or the session is not started or was closed by ``close()``.
             AvatarSDKError: the send failed, or the server ended the session (phase ``websocket_send``).
 
         Thread-safety: safe from any thread; chunks go out whole, in the order the calls took the session.

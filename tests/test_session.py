@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
 import time
+import wave
 from typing import Any, Callable, Dict, List
 
 import pytest
@@ -881,3 +883,19 @@ def test_server_close_code_is_echoed(service: FakeAvatarService, make_session: M
     recorder.wait_closed()
     conn.wait_closed()
     assert conn.client_close_code == 4002
+
+
+def test_a_wav_file_passed_as_pcm_is_refused(service: FakeAvatarService, make_session: MakeSession) -> None:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm(0.1))
+    session = started(make_session)
+    with pytest.raises(ValueError, match=r"audio: .*WAV file .*load_audio"):
+        session.send_audio(buffer.getvalue(), end=True)
+    conn = service.wait_for_connection(0)
+    session.send_audio(pcm(0.04), end=True)  # the session is still usable, and nothing was sent before
+    conn.wait_for_request()
+    assert [m.client_audio_input.audio for m in conn.messages] == [pcm(0.04)]

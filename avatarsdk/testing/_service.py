@@ -386,6 +386,8 @@ class FakeAvatarService:
         frame_interval: float = 0.0,
         single_use_tokens: bool = True,
         on_request: Optional[Callable[[FakeConnection, FakeRequest], None]] = None,
+        port: int = 0,
+        console_port: int = 0,
     ) -> None:
         self.api_key = api_key
         self.app_id = app_id
@@ -395,6 +397,8 @@ class FakeAvatarService:
         self.frame_interval = frame_interval
         self.single_use_tokens = single_use_tokens
         self.on_request = on_request
+        self.port = port  # the ingress's; 0 picks a free one
+        self.console_port = console_port
         self.token_requests: List[TokenRequest] = []
         self.connections: List[FakeConnection] = []
         self.upgrade_attempts = 0
@@ -412,12 +416,32 @@ class FakeAvatarService:
     # -- lifecycle
 
     def start(self) -> FakeAvatarService:
-        """Start listening on two ephemeral loopback ports."""
-        self._http_server = _ConsoleServer(("127.0.0.1", 0), _console_handler(self))
-        self._ws_server = serve(
+        """Start listening on 127.0.0.1 (``port``/``console_port``, or free ports); a second call does nothing.
+
+        Raises:
+            OSError: a port could not be bound (nothing is left listening).
+        """
+        if self._http_server is not None:
+            return self
+        self._http_server = _ConsoleServer(("127.0.0.1", self.console_port), _console_handler(self))
+        try:
+            self._ws_server = self._serve_ingress()
+        except BaseException:
+            self._http_server.server_close()
+            self._http_server = None
+            raise
+        console = functools.partial(self._http_server.serve_forever, poll_interval=0.05)  # shutdown() waits a poll
+        for target, name in ((console, "console"), (self._ws_server.serve_forever, "ingress")):
+            thread = threading.Thread(target=target, name=f"fakeservice-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _serve_ingress(self) -> Server:
+        return serve(
             self._handle_connection,
             "127.0.0.1",
-            0,
+            self.port,
             process_request=self._process_request,
             compression=None,
             max_size=None,
@@ -426,12 +450,6 @@ class FakeAvatarService:
             close_timeout=2,
             server_header="avatarsdk-fake",
         )
-        console = functools.partial(self._http_server.serve_forever, poll_interval=0.05)  # shutdown() waits a poll
-        for target, name in ((console, "console"), (self._ws_server.serve_forever, "ingress")):
-            thread = threading.Thread(target=target, name=f"fakeservice-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
 
     def close(self) -> None:
         """Stop listening, close every connection, and join the fake's threads."""
@@ -728,7 +746,7 @@ def _response(status: int, body: Union[bytes, str, Dict[str, Any], None]) -> Res
 
 class _ConsoleServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = False
+    allow_reuse_address = True  # a fixed port can be bound again right after a previous run
 
 
 def _console_handler(service: FakeAvatarService) -> type:
