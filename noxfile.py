@@ -235,6 +235,21 @@ except ImportError as exc:  # ModuleNotFoundError: No module named 'websockets'
     assert "websockets" in str(exc), exc
 else:
     raise AssertionError("avatarsdk.testing imported without the testing extra")
+
+# WAV files need no extra: 0.1 s of 48 kHz stereo in, 0.1 s of 16 kHz mono out.
+import io
+import wave
+
+buffer = io.BytesIO()
+with wave.open(buffer, "wb") as w:
+    w.setnchannels(2)
+    w.setsampwidth(2)
+    w.setframerate(48000)
+    w.writeframes(bytes([0, 16, 0, 240]) * 4800)
+assert importlib.util.find_spec("av") is None, "PyAV is installed without the audio extra"
+pcm = avatarsdk.load_audio(buffer.getvalue())
+assert len(pcm) == 2 * 1600, len(pcm)
+print("avatarsdk.load_audio reads WAV without extras")
 """
 
 
