@@ -1,0 +1,1 @@
+"""The avatarsdk performance benchmark (not part of the package): run it with ``python -m benchmarks``."""
