@@ -124,13 +124,35 @@ class Dispatcher(Generic[E]):
         self._on_frame = on_frame
         self._on_text = on_text
         self._on_end = on_end
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._name = name
+        self._thread: Optional[threading.Thread] = None  # created with the first start()
+        self._start_lock = threading.Lock()
+        self.started = False
 
     def start(self) -> None:
-        self.thread.start()
+        """Start the thread (once; later calls do nothing)."""
+        if self.started:
+            return
+        with self._start_lock:
+            if not self.started:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+                self.started = True
+
+    def join(self, timeout: Optional[float]) -> None:
+        """Join the thread if it was started."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def is_current(self) -> bool:
-        return threading.current_thread() is self.thread
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def _run(self) -> None:
         get_batch = self._queue.get_batch

@@ -15,13 +15,13 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import websocket
 
 from . import _protocol
-from ._dispatch import FrameQueue, TextFrame
+from ._dispatch import Dispatcher, FrameQueue, TextFrame
 from ._frames import OP_CLOSE, OP_PING, OP_TEXT, Control, FrameError, FrameParser, Message
 from ._http_errors import http_rejection, json_or_none, redact
 from .errors import (
@@ -91,7 +91,8 @@ class Connection:
         """Connect and upgrade; raise :class:`AvatarSDKError` (phase ``websocket_connect``) on failure."""
         host = urlsplit(url).netloc
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
-        logger.debug("connecting to %s", _protocol.redact_url(url))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("connecting to %s", _protocol.redact_url(url))
         try:
             ws.connect(
                 url, header=[f"{k}: {v}" for k, v in headers.items()], timeout=connect_timeout, suppress_origin=True
@@ -114,17 +115,35 @@ class Connection:
             ) from exc
         return cls(ws, host, secrets, max_message_size)
 
-    def handshake(self, configure: bytes, timeout: Optional[float]) -> str:
-        """Send CLIENT_CONFIGURE_SESSION and wait for the confirmation; return the connection id.
-
-        Raises :class:`AvatarSDKError` (phase ``websocket_handshake``) for a server error, a close, a timeout
-        or an unexpected reply.
-        """
-        phase = PHASE_WEBSOCKET_HANDSHAKE
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def send_configure(self, configure: bytes, timeout: Optional[float]) -> None:
+        """Send CLIENT_CONFIGURE_SESSION, the handshake's first message (phase ``websocket_handshake``)."""
         try:
             self._ws.settimeout(timeout)
             self._ws.send_binary(configure)
+        except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.connectionFailed,
+                f"sending the session configuration to {self.host} timed out after {timeout}s",
+                phase=PHASE_WEBSOCKET_HANDSHAKE,
+                retryable=True,
+            ) from exc
+        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+            raise closed_error(None, "", phase=PHASE_WEBSOCKET_HANDSHAKE, during="the handshake") from exc
+
+    def handshake(self, configure: bytes, timeout: Optional[float]) -> str:
+        """Send CLIENT_CONFIGURE_SESSION and read the reply within ``timeout``; return the connection id."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.send_configure(configure, timeout)
+        return self.await_confirmation(deadline, timeout)
+
+    def await_confirmation(self, deadline: Optional[float], timeout: Optional[float]) -> str:
+        """Read the handshake's reply (by ``deadline``, a ``time.monotonic()`` value); return the connection id.
+
+        Raises :class:`AvatarSDKError` (phase ``websocket_handshake``) for a server error, a close, a timeout
+        or an unexpected reply. Messages that arrived after the reply are kept in ``pending``.
+        """
+        phase = PHASE_WEBSOCKET_HANDSHAKE
+        try:
             data = self._first_message(deadline)
         except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
             raise AvatarSDKError(
@@ -355,21 +374,60 @@ def server_error(
     )
 
 
-class Reader:
-    """The thread that owns the socket's receive side: ``recv`` → parse → queue, until the stream ends."""
+class ParkedThread:
+    """A named daemon thread started ahead of its work, parked until :meth:`run` gives it the work.
 
-    def __init__(self, conn: Connection, queue: FrameQueue[StreamEnd], name: str) -> None:
-        self._conn = conn
-        self._queue = queue
+    ``init()`` starts the reader's thread this way, so that ``start()`` hands the connection over instead of
+    paying for a thread start. While parked it holds nothing of the session, so a session dropped without
+    ``close()`` lets it go (the session cancels it from a ``weakref.finalize``).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._work: Optional[Callable[[], None]] = None
+        self._cancelled = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
         self.thread.start()
 
+    def run(self, work: Callable[[], None]) -> None:
+        """Give the thread its work (once)."""
+        with self._cond:
+            self._work = work
+            self._cond.notify()
+
+    def cancel(self) -> None:
+        """Let the thread end without work (no effect once :meth:`run` was called)."""
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify()
+
     def _run(self) -> None:
+        with self._cond:
+            while self._work is None and not self._cancelled:
+                self._cond.wait()
+            work, self._work = self._work, None
+        if work is not None:
+            work()
+
+
+class Reader:
+    """The receive side of a started connection: ``recv`` → parse → queue, until the stream ends.
+
+    It runs on the session's reader thread (a :class:`ParkedThread`); the dispatcher thread is started with
+    the first item it queues, so an idle session has a single thread.
+    """
+
+    def __init__(self, conn: Connection, queue: FrameQueue[StreamEnd], dispatcher: Dispatcher[StreamEnd]) -> None:
+        self._conn = conn
+        self._queue = queue
+        self._dispatcher = dispatcher
+
+    def run(self) -> None:
+        self._receive()
+
+    def _receive(self) -> None:
         conn, queue = self._conn, self._queue
         parser = conn.parser
-        put_many = queue.put_many
         end = StreamEnd(None, "", RuntimeError("reader stopped"))
         try:
             messages, conn.pending = conn.pending, []
@@ -382,7 +440,7 @@ class Reader:
                         end = stop
                         break
                 elif messages:
-                    put_many(messages)
+                    self._put(messages)
                 try:
                     messages = conn.receive()
                 except socket.timeout:
@@ -411,7 +469,12 @@ class Reader:
         finally:
             conn.end = end
             conn.shutdown()
+            self._dispatcher.start()
             queue.put_end(end)
+
+    def _put(self, items: List[Any]) -> None:
+        self._dispatcher.start()  # started with the first item (then a flag check): an idle session has one thread
+        self._queue.put_many(items)
 
     def _deliver_with_controls(self, messages: List[Message]) -> Optional[StreamEnd]:
         """Queue the data messages, answer pings; return the end if a close frame came."""
@@ -428,13 +491,13 @@ class Reader:
                 data.append(TextFrame(len(message.payload)))
             elif message.opcode == OP_CLOSE:
                 if data:
-                    self._queue.put_many(data)
+                    self._put(data)
                 code, reason = _protocol.parse_close(message.payload)
                 logger.debug("close frame received (code %s)", code)
                 conn.send_close(code if code is not None and _sendable_close_code(code) else CLOSE_NORMAL)
                 return StreamEnd(code, reason)
         if data:
-            self._queue.put_many(data)
+            self._put(data)
         return None
 
 

@@ -8,6 +8,7 @@ import enum
 import itertools
 import logging
 import threading
+import weakref
 from datetime import datetime
 from types import TracebackType
 from typing import Optional, Tuple, Type, Union
@@ -16,7 +17,7 @@ from . import _protocol
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
 from ._protocol import peek_animation
 from ._token import request_session_token
-from ._transport import CLOSE_NORMAL, Connection, Reader, StreamEnd, closed_error, server_error
+from ._transport import CLOSE_NORMAL, Connection, ParkedThread, Reader, StreamEnd, closed_error, server_error
 from ._validation import (
     HttpTimeout,
     check_audio,
@@ -26,7 +27,12 @@ from ._validation import (
     check_int,
     check_timeout,
 )
-from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
+from .errors import (
+    PHASE_WEBSOCKET_RUNTIME,
+    PHASE_WEBSOCKET_SEND,
+    AvatarSDKError,
+    AvatarSDKErrorCode,
+)
 from .logid import generate_log_id
 from .session_config import (
     AgoraEgressConfig,
@@ -119,13 +125,15 @@ class AvatarSession:
             raise ValueError(f"max_message_size: expected at least 1 byte or None, got {max_message_size!r}")
         self._max_message_size = max_message_size
 
+        self._configure = _protocol.encode_configure(self._config)  # the handshake's first message, ready
         self._number = next(_session_numbers)
         self._lock = threading.Lock()  # guards the state below
         self._send_lock = threading.Lock()  # wire order of client messages, and the req_id state
         self._state = _State.NEW
         self._token: Optional[str] = None
         self._conn: Optional[Connection] = None
-        self._reader: Optional[Reader] = None
+        self._parked: Optional[ParkedThread] = None  # the reader's thread, started by init() ahead of start()
+        self._reader_thread: Optional[threading.Thread] = None
         self._dispatcher: Optional[Dispatcher[StreamEnd]] = None
         self._queue: Optional[FrameQueue[StreamEnd]] = None
         self._connection_id: Optional[str] = None
@@ -167,7 +175,8 @@ class AvatarSession:
     def init(self) -> None:
         """Get a session token from the console API (``POST /session-tokens``).
 
-        May be called again before ``start()`` to replace the token.
+        May be called again before ``start()`` to replace the token. It also starts the session's reader
+        thread, parked until ``start()`` gives it the connection.
 
         Raises:
             SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why).
@@ -187,6 +196,11 @@ class AvatarSession:
             if self._state in (_State.NEW, _State.INITIALIZED):
                 self._token = token
                 self._state = _State.INITIALIZED
+                if self._parked is None:
+                    # Start the reader's thread now, parked: start() then hands it the connection instead of
+                    # paying for a thread start. A session dropped without close() lets it go.
+                    self._parked = ParkedThread(f"avatarsdk-reader-{self._number}")
+                    weakref.finalize(self, self._parked.cancel)
         logger.debug("session #%d: token obtained", self._number)
 
     def start(self) -> str:
@@ -218,47 +232,56 @@ class AvatarSession:
                 secrets=_secrets(config, token),
                 max_message_size=self._max_message_size,
             )
-            try:
-                connection_id = conn.handshake(_protocol.encode_configure(config), self._handshake_timeout)
-                conn.set_timeout(self._send_timeout)
-            except BaseException:
-                conn.close()
-                raise
         except BaseException:
-            with self._lock:
-                closing = self._state is not _State.STARTING
-                if not closing:
-                    self._state = _State.INITIALIZED
-            if closing:
-                self._finish()
+            self._start_failed()
             raise
-
         with self._lock:
-            if self._state is _State.STARTING:
-                queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
-                self._conn, self._queue, self._connection_id = conn, queue, connection_id
+            self._conn = conn  # close() meanwhile shuts it down, cutting the handshake short
+        try:
+            connection_id = conn.handshake(self._configure, self._handshake_timeout)
+            conn.set_timeout(self._send_timeout)
+        except BaseException as exc:
+            conn.close()
+            if self._start_failed() and not isinstance(exc, ValueError):
+                raise ValueError("start(): the session was closed while starting") from exc
+            raise
+        queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
+        dispatcher = Dispatcher(
+            queue,
+            on_frame=self._on_frame,
+            on_text=self._on_text,
+            on_end=self._on_end,
+            name=f"avatarsdk-dispatch-{self._number}",
+        )
+        with self._lock:
+            closing = self._state is not _State.STARTING
+            if not closing:
+                parked = self._parked or ParkedThread(f"avatarsdk-reader-{self._number}")
+                self._parked = None
+                self._queue, self._dispatcher, self._reader_thread = queue, dispatcher, parked.thread
+                self._connection_id = connection_id
                 self._token = None  # a token is for one connection
-                self._reader = Reader(conn, queue, name=f"avatarsdk-reader-{self._number}")
-                self._dispatcher = Dispatcher(
-                    queue,
-                    on_frame=self._on_frame,
-                    on_text=self._on_text,
-                    on_end=self._on_end,
-                    name=f"avatarsdk-dispatch-{self._number}",
-                )
                 self._state = _State.STARTED
-                self._dispatcher.start()
-                self._reader.start()
-                aborted = False
-            else:
-                aborted = True
-        if aborted:  # close() ran while we were connecting
+                parked.run(Reader(conn, queue, dispatcher).run)
+        if closing:  # close() ran while we were connecting
             conn.send_close(CLOSE_NORMAL)
             conn.close()
-            self._finish()
+            self._start_failed()
             raise ValueError("start(): the session was closed while starting")
         logger.debug("session #%d: started (connection id %s)", self._number, connection_id)
         return connection_id
+
+    def _start_failed(self) -> bool:
+        """start() failed: back to INITIALIZED (init() again for a new token), or CLOSED if close() came
+        meanwhile (then return ``True``)."""
+        with self._lock:
+            self._conn = None
+            closing = self._state is not _State.STARTING
+            if not closing:
+                self._state = _State.INITIALIZED
+        if closing:
+            self._finish()
+        return closing
 
     def send_audio(self, audio: Union[bytes, bytearray, memoryview], end: bool = False) -> str:
         """Send one chunk of the current request's audio; return its request id.
@@ -325,8 +348,14 @@ class AvatarSession:
                 self._user_closed = True
                 self._state = _State.CLOSING
                 self._token = None
-            conn, reader, dispatcher, queue = self._conn, self._reader, self._dispatcher, self._queue
+            conn, reader, dispatcher, queue = self._conn, self._reader_thread, self._dispatcher, self._queue
+            parked, self._parked = self._parked, None
+        if parked is not None:  # never started: let the parked reader thread go
+            parked.cancel()
+            parked.thread.join(self._close_timeout)
         on_dispatcher = dispatcher is not None and dispatcher.is_current()
+        if first and state is _State.STARTING and conn is not None:
+            conn.shutdown()  # cut the handshake short: start() fails and finishes the close
         if not first or state is _State.STARTING:
             # Someone else is closing (or start() will finish the close): wait for the end, not forever.
             if not on_dispatcher and threading.get_ident() != self._finisher:
@@ -344,21 +373,21 @@ class AvatarSession:
                     conn.send_close(CLOSE_NORMAL)
             finally:
                 self._send_lock.release()
-        reader.thread.join(self._close_timeout)
-        if reader.thread.is_alive():
+        reader.join(self._close_timeout)
+        if reader.is_alive():
             logger.debug(
                 "session #%d: no close reply within %ss; shutting the socket down", self._number, self._close_timeout
             )
             conn.shutdown()
-            reader.thread.join(self._close_timeout)
+            reader.join(self._close_timeout)
         if not on_dispatcher:
-            dispatcher.thread.join(self._close_timeout)
-            for thread in (reader.thread, dispatcher.thread):
-                if thread.is_alive():
+            dispatcher.join(self._close_timeout)
+            for name, alive in ((reader.name, reader.is_alive()), (dispatcher.name, dispatcher.is_alive())):
+                if alive:
                     logger.warning(
                         "session #%d: thread %s still running %ss after close()",
                         self._number,
-                        thread.name,
+                        name,
                         self._close_timeout,
                     )
 
@@ -499,9 +528,9 @@ class AvatarSession:
         safe_call("on_error", self._config.on_error, error)
 
     def _on_end(self, end: StreamEnd) -> None:
-        conn, reader = self._conn, self._reader
+        conn, reader = self._conn, self._reader_thread
         assert conn is not None and reader is not None
-        reader.thread.join()  # it queued the end as its last act
+        reader.join()  # it queued the end as its last act
         with self._send_lock:
             conn.close()
         with self._lock:

@@ -31,6 +31,7 @@ from avatarsdk._protocol import (
     encode_interrupt,
     parse_close,
     peek_animation,
+    peek_animation_wire,
     redact_url,
     websocket_target,
 )
@@ -540,14 +541,19 @@ def _reference(data: bytes) -> Optional[Tuple[str, bool]]:
     return (got.req_id, got.end) if isinstance(got, Animation) else None
 
 
-def test_peek_reads_the_stand_ins_frames() -> None:
+PEEKS = [peek_animation_wire, peek_animation]
+
+
+@pytest.mark.parametrize("peek", PEEKS)
+def test_peek_reads_the_stand_ins_frames(peek: Any) -> None:
     for end in (False, True):
         data = animation_frame("conn-1", "20261126055603_ab_IxHPUhrA", end, 1200, 3)
-        assert peek_animation(data) == ("20261126055603_ab_IxHPUhrA", end) == _reference(data)
+        assert peek(data) == ("20261126055603_ab_IxHPUhrA", end) == _reference(data)
 
 
+@pytest.mark.parametrize("peek", PEEKS)
 @pytest.mark.parametrize("seed", range(4))
-def test_peek_agrees_with_protobuf_on_mutated_messages(seed: int) -> None:
+def test_peek_agrees_with_protobuf_on_mutated_messages(seed: int, peek: Any) -> None:
     """Random corruptions of real frames: whenever the peek answers, protobuf gives the same answer."""
     rng = random.Random(seed)
     frames = [animation_frame("conn-1", f"req-{i}", i % 3 == 0, rng.choice([40, 300, 1200]), i) for i in range(20)]
@@ -561,11 +567,11 @@ def test_peek_agrees_with_protobuf_on_mutated_messages(seed: int) -> None:
                 data[rng.randrange(len(data))] = rng.randrange(256)
             else:
                 data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
-        peeked = peek_animation(bytes(data))
+        peeked = peek(bytes(data))
         if peeked is not None:
             answered += 1
             assert peeked == _reference(bytes(data)), bytes(data)
-    assert answered > 500  # the peek really does answer for most surviving frames
+    assert answered > 500  # the peek really does answer for many surviving frames
 
 
 @pytest.mark.parametrize(
@@ -582,15 +588,25 @@ def test_peek_agrees_with_protobuf_on_mutated_messages(seed: int) -> None:
     ],
 )
 def test_peek_hands_unusual_messages_to_protobuf(data: bytes, decoded: Optional[Tuple[str, bool]]) -> None:
-    """The peek declines; decode() (which the session falls back to) gives protobuf's answer."""
-    assert peek_animation(data) is None
+    """The wire peek declines; decode() (which the session falls back to) gives protobuf's answer, and so
+    does the peek the session uses."""
+    assert peek_animation_wire(data) is None
+    assert peek_animation(data) in (None, decoded)
     assert _reference(data) == decoded
     if decoded is None:
         assert isinstance(decode(data), Malformed)
 
 
-def test_peek_ignores_other_message_types() -> None:
+@pytest.mark.parametrize("peek", PEEKS)
+def test_peek_ignores_other_message_types(peek: Any) -> None:
     confirm = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
     confirm.server_confirm_session.connection_id = "c"
-    assert peek_animation(confirm.SerializeToString()) is None
-    assert peek_animation(b"") is None  # type 0
+    assert peek(confirm.SerializeToString()) is None
+    assert peek(b"") is None  # type 0
+
+
+def test_the_session_peeks_with_the_fastest_reader_for_the_runtime() -> None:
+    from google.protobuf.internal import api_implementation
+
+    expected = "peek_animation_wire" if api_implementation.Type() == "python" else "_peek_parsed"
+    assert peek_animation.__name__ == expected

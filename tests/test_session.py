@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import re
@@ -40,6 +41,12 @@ REQ_ID = re.compile(r"^\d{14}_[A-Za-z0-9_-]{12}$")
 
 def session_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("avatarsdk-")]
+
+
+def only_the_parked_reader() -> bool:
+    """After a failed start(): just the reader thread init() started, waiting for a retry or close()."""
+    threads = session_threads()
+    return len(threads) == 1 and threads[0].name.startswith("avatarsdk-reader-")
 
 
 # ----------------------------------------------------------------------------------- the five steps
@@ -270,7 +277,7 @@ def test_upgrade_rejection_is_a_structured_error(
         assert detail in err.message and err.raw_body is not None and detail in err.raw_body
     elif body:
         assert err.raw_body == body
-    assert session_threads() == [] and recorder.events == []
+    assert only_the_parked_reader() and recorder.events == []
 
 
 @pytest.mark.parametrize(
@@ -369,9 +376,10 @@ def test_handshake_faults(
     assert (err.code, err.phase) == (code, "websocket_handshake")
     for name, value in extra.items():
         assert getattr(err, name) == value, name
-    assert session_threads() == []
+    assert only_the_parked_reader()
     session.close()
     assert recorder.closes == 1 and recorder.errors == []
+    assert session_threads() == []
 
 
 def test_silent_handshake_times_out(service: FakeAvatarService, make_session: MakeSession) -> None:
@@ -784,14 +792,30 @@ def test_send_to_a_server_that_stopped_reading_times_out(
     assert [e.code for e in recorder.errors] == [AvatarSDKErrorCode.connectionFailed]
 
 
-def test_threads_are_named_and_gone_after_close(service: FakeAvatarService, make_session: MakeSession) -> None:
+def test_threads_are_named_started_lazily_and_gone_after_close(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
     before = set(threading.enumerate())
+
+    def mine() -> List[str]:
+        return sorted(t.name for t in set(threading.enumerate()) - before if t.name.startswith("avatarsdk-"))
+
     session = started(make_session)
-    mine = sorted(t.name for t in set(threading.enumerate()) - before if t.name.startswith("avatarsdk-"))
-    assert len(mine) == 2
-    assert re.match(r"avatarsdk-dispatch-\d+$", mine[0]) and re.match(r"avatarsdk-reader-\d+$", mine[1])
+    assert len(mine()) == 1 and re.match(r"avatarsdk-reader-\d+$", mine()[0])  # an idle session: one thread
+    session.send_audio(pcm(0.04), end=True)
+    recorder.wait_last()
+    names = mine()
+    assert len(names) == 2
+    assert re.match(r"avatarsdk-dispatch-\d+$", names[0]) and re.match(r"avatarsdk-reader-\d+$", names[1])
     session.close()
-    assert not [t for t in threading.enumerate() if t.name in mine]
+    assert not [t for t in threading.enumerate() if t.name in names]
+
+
+def test_an_idle_session_closes_without_a_dispatcher_thread(make_session: MakeSession, recorder: Recorder) -> None:
+    session = started(make_session)
+    session.close()
+    assert recorder.closes == 1 and recorder.errors == []
+    assert all(name.startswith("avatarsdk-dispatch-") for name in recorder.threads)  # on_close has its thread
 
 
 # ------------------------------------------------------------------------------------------ secrets
@@ -899,3 +923,49 @@ def test_a_wav_file_passed_as_pcm_is_refused(service: FakeAvatarService, make_se
     session.send_audio(pcm(0.04), end=True)  # the session is still usable, and nothing was sent before
     conn.wait_for_request()
     assert [m.client_audio_input.audio for m in conn.messages] == [pcm(0.04)]
+
+
+def test_close_during_the_handshake_ends_start_promptly(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    service.script_handshake(HandshakeSilence())
+    session = make_session(handshake_timeout=30)
+    session.init()
+    outcome: List[BaseException] = []
+
+    def start() -> None:
+        try:
+            session.start()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    service.wait_for_connection(0)
+    began = time.monotonic()
+    session.close()
+    starter.join(10)
+    assert time.monotonic() - began < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], ValueError) and "closed while starting" in str(outcome[0])
+    assert recorder.closes == 1 and recorder.errors == []
+
+
+def test_init_parks_the_reader_thread_and_close_lets_it_go(make_session: MakeSession, recorder: Recorder) -> None:
+    session = make_session()
+    assert session_threads() == []
+    session.init()
+    assert only_the_parked_reader()
+    session.init()  # a new token, the same thread
+    assert only_the_parked_reader()
+    session.close()
+    assert session_threads() == [] and recorder.closes == 1
+
+
+def test_a_session_dropped_after_init_lets_its_thread_go(service: FakeAvatarService) -> None:
+    session = new_avatar_session(**service.session_kwargs())
+    session.init()
+    (parked,) = session_threads()
+    del session
+    gc.collect()
+    parked.join(5)
+    assert not parked.is_alive()
