@@ -11,9 +11,10 @@ import logging
 
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
-from .errors import AvatarSDKError, AvatarSDKErrorCode, SessionTokenError
+from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
 from .framefile import FrameWriter, read_frames
 from .logid import generate_log_id
+from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
     AudioFormat,
@@ -27,11 +28,14 @@ __version__ = "0.1.0"
 __all__ = [
     "AgoraEgressConfig",
     "AudioFormat",
+    "AvatarRequest",
     "AvatarSDKError",
     "AvatarSDKErrorCode",
     "AvatarSession",
+    "Frame",
     "FrameWriter",
     "LiveKitEgressConfig",
+    "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",
     "SessionTokenError",

@@ -267,6 +267,17 @@ class Connection:
         except OSError:
             pass
 
+    def release_copy(self) -> None:
+        """Close this process's copy of the socket after a fork, leaving the connection to the parent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Release the socket. Call only when no thread can still be using it. Idempotent."""
         with self._close_lock:

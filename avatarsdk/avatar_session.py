@@ -7,11 +7,12 @@ import dataclasses
 import enum
 import itertools
 import logging
+import os
 import threading
 import weakref
 from datetime import datetime
 from types import TracebackType
-from typing import Optional, Tuple, Type, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Type, Union
 
 from . import _protocol
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
@@ -34,6 +35,7 @@ from .errors import (
     AvatarSDKErrorCode,
 )
 from .logid import generate_log_id
+from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
     AudioFormat,
@@ -54,8 +56,27 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_SEND_TIMEOUT = 10.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_FRAME_TIMEOUT = 10.0
+DEFAULT_CHUNK_MS = 100
 
 _session_numbers = itertools.count(1)
+
+# Fork detection: a session's socket and threads belong to the process that made them. After os.fork() the
+# child has a copy of the socket (shared with the parent's) and none of the threads.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
+
+
+def _process_generation() -> int:
+    return _forks
 
 
 class _State(enum.Enum):
@@ -143,6 +164,9 @@ class AvatarSession:
         self._send_failure: Optional[AvatarSDKError] = None
         self._end_error: Optional[AvatarSDKError] = None
         self._last_server_error_code: Optional[str] = None
+        self._pulls: Dict[str, AvatarRequest] = {}  # open pull requests by req_id (written under the lock)
+        self._process = _process_generation()  # fork detection
+        self._pid = os.getpid()
         self._on_close_called = False
         self._finisher: Optional[int] = None  # thread running on_close
         self._closed = threading.Event()
@@ -182,6 +206,7 @@ class AvatarSession:
             SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why).
             ValueError: the session is started or closed, or ``expire_at`` has passed.
         """
+        self._check_process("init")
         with self._lock:
             self._require("init", _State.NEW, _State.INITIALIZED)
         config = self._config
@@ -211,6 +236,7 @@ class AvatarSession:
                 ``raw_body``), or the handshake failed (phase ``websocket_handshake``).
             ValueError: ``init()`` has not run, or the session is started or closed.
         """
+        self._check_process("start")
         with self._lock:
             self._require("start", _State.INITIALIZED)
             self._state = _State.STARTING
@@ -312,6 +338,119 @@ class AvatarSession:
         logger.debug("session #%d: sent %d audio bytes (req_id %s, end=%s)", self._number, len(data), req_id, end)
         return req_id
 
+    def open_request(
+        self, *, frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT, deadline: Optional[float] = None
+    ) -> AvatarRequest:
+        """Start a request whose frames you iterate (pull style); send its audio with ``request.send()``.
+
+        The request's id is reserved and its frames are subscribed to before any audio is sent, so none can
+        be missed. Iterating yields :class:`~avatarsdk.Frame` objects and ends after the last frame.
+
+        Args:
+            frame_timeout: Seconds to wait for each frame (``None``: no limit).
+            deadline: Seconds from now until the last frame (``None``: no limit).
+
+        Raises:
+            ValueError: the session is not started or is closed, or another request is still open (its
+                ``end=True`` chunk not sent yet).
+
+        Thread-safety: safe from any thread; a session carries one open request at a time.
+        """
+        check_timeout("frame_timeout", frame_timeout)
+        check_timeout("deadline", deadline)
+        with self._send_lock:
+            self._sendable("open_request")
+            if self._current_req_id is not None:
+                raise ValueError(
+                    f"open_request(): request {self._current_req_id} is still open; send its end=True chunk"
+                    " or interrupt() it first"
+                )
+            req_id = generate_log_id()
+            request = AvatarRequest(self, req_id, frame_timeout=frame_timeout, deadline=deadline)
+            with self._lock:
+                self._pulls[req_id] = request
+            self._current_req_id = self._last_req_id = req_id
+        return request
+
+    def stream(
+        self,
+        audio: Union[bytes, bytearray, memoryview],
+        *,
+        chunk_ms: int = DEFAULT_CHUNK_MS,
+        frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
+        deadline: Optional[float] = None,
+    ) -> Iterator[Frame]:
+        """Send a whole utterance and return an iterator over its frames.
+
+        The audio is sent at once, in chunks of ``chunk_ms`` milliseconds of PCM (Ogg Opus bytes go as one
+        chunk), the last with ``end=True``; the iterator then yields the request's frames as they arrive.
+        It fits ``flask.Response(stream_with_context(...))`` and Django's ``StreamingHttpResponse``: if the
+        response is closed early, the request is abandoned and the service told to stop it.
+
+        Raises:
+            As :meth:`open_request` and :meth:`send_audio` (at the call), and as :meth:`AvatarRequest.frames`
+            (from the iterator).
+        """
+        data = check_audio(audio, self._config.audio_format)
+        if isinstance(chunk_ms, bool) or not isinstance(chunk_ms, int) or chunk_ms <= 0:
+            raise ValueError(f"chunk_ms: expected a positive number of milliseconds, got {chunk_ms!r}")
+        request = self.open_request(frame_timeout=frame_timeout, deadline=deadline)
+        try:
+            if self._config.audio_format is AudioFormat.PCM_S16LE:
+                step = max(2, self._config.sample_rate * chunk_ms // 1000 * 2)
+                for start in range(0, max(len(data), 1), step):
+                    request.send(data[start : start + step], end=start + step >= len(data))
+            else:
+                request.send(data, end=True)
+        except BaseException:
+            request.close()
+            raise
+        return request.frames()
+
+    def collect(
+        self,
+        audio: Union[bytes, bytearray, memoryview],
+        *,
+        chunk_ms: int = DEFAULT_CHUNK_MS,
+        frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
+        deadline: Optional[float] = None,
+    ) -> List[Frame]:
+        """Send a whole utterance and return all its frames once the last has arrived (see :meth:`stream`)."""
+        return list(self.stream(audio, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline))
+
+    def _send_for_request(self, req_id: str, audio: Union[bytes, bytearray, memoryview], end: bool) -> None:
+        data = check_audio(audio, self._config.audio_format)
+        if not isinstance(end, bool):
+            raise TypeError(f"end: expected a bool, got {type(end).__name__}")
+        with self._send_lock:
+            conn = self._sendable("send")
+            if self._current_req_id != req_id:
+                raise ValueError(
+                    f"send(): request {req_id} is over (its end=True chunk was sent, or it was interrupted)"
+                )
+            self._send(conn, _protocol.encode_audio(req_id, data, end), req_id)
+            if end:
+                self._current_req_id = None
+
+    def _release_request(self, req_id: str, *, interrupt: bool) -> None:
+        """A pull request is done or abandoned: stop routing to it; interrupt it if it is still running."""
+        with self._lock:
+            self._pulls.pop(req_id, None)
+            started = self._state is _State.STARTED and self._process == _process_generation()
+        if not (interrupt and started):
+            return
+        try:
+            with self._send_lock:
+                conn = self._sendable("interrupt")
+                if self._last_req_id != req_id:
+                    return  # a newer request followed: the service only takes the most recent id
+                self._send(conn, _protocol.encode_interrupt(req_id), req_id)
+                if self._current_req_id == req_id:
+                    self._current_req_id = None
+            logger.debug("session #%d: abandoned request %s interrupted", self._number, req_id)
+        except (AvatarSDKError, ValueError):
+            logger.debug("session #%d: could not interrupt abandoned request %s", self._number, req_id)
+
     def interrupt(self) -> str:
         """Interrupt the most recent request (also after its ``end=True`` chunk); return its id.
 
@@ -339,6 +478,9 @@ class AvatarSession:
         the dispatcher finishes when the callback returns. A user's ``close()`` is never reported to
         ``on_error``.
         """
+        if self._process != _process_generation():
+            self._close_in_forked_child()
+            return
         with self._lock:
             state = self._state
             if state in (_State.CLOSING, _State.CLOSED):
@@ -391,6 +533,15 @@ class AvatarSession:
                         self._close_timeout,
                     )
 
+    def _close_in_forked_child(self) -> None:
+        """close() in a child of the process that made the session: release this process's copy of the socket
+        without a close frame or a shutdown (either would end the parent's connection); no callbacks."""
+        with self._lock:
+            self._state = _State.CLOSED
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.release_copy()
+
     def __enter__(self) -> AvatarSession:
         try:
             if self._state is _State.NEW:
@@ -423,8 +574,16 @@ class AvatarSession:
             raise ValueError(f"{op}(): the session is already started")
         raise ValueError(f"{op}(): call init() first")
 
+    def _check_process(self, op: str) -> None:
+        if self._process != _process_generation():
+            raise RuntimeError(
+                f"{op}(): this session was created in process {self._pid}, before a fork; its connection and"
+                " threads belong to that process: create a new session in this one"
+            )
+
     def _sendable(self, op: str) -> Connection:
         """The connection, if a client message may be sent now (called with the send lock held)."""
+        self._check_process(op)
         with self._lock:
             state, conn = self._state, self._conn
             user_closed, end_error = self._user_closed, self._end_error
@@ -485,21 +644,11 @@ class AvatarSession:
     def _on_frame(self, data: bytes) -> None:
         peeked = peek_animation(data)
         if peeked is not None:  # the hot path: an animation frame, read without protobuf objects
-            callback = self._config.transport_frames
-            if callback is not None:
-                try:
-                    callback(data, peeked[1])
-                except Exception:
-                    logger.exception("transport_frames callback raised; the session carries on")
+            self._deliver(data, peeked[0], peeked[1])
             return
         msg = _protocol.decode(data)
         if type(msg) is _protocol.Animation:  # an unusual encoding the fast path leaves to protobuf
-            callback = self._config.transport_frames
-            if callback is not None:
-                try:
-                    callback(msg.data, msg.end)
-                except Exception:
-                    logger.exception("transport_frames callback raised; the session carries on")
+            self._deliver(msg.data, msg.req_id, msg.end)
         elif type(msg) is _protocol.ServerErrorMessage:
             self._last_server_error_code = str(msg.code)
             error = server_error(
@@ -511,12 +660,27 @@ class AvatarSession:
             )
             logger.debug("session #%d: server error %s", self._number, msg.code)
             safe_call("on_error", self._config.on_error, error)
+            request = self._pulls.get(msg.req_id)
+            if request is not None:
+                request._fail(error)
         elif type(msg) is _protocol.Malformed:
             self._report_protocol_error(f"received {msg.size} bytes that are not a valid message ({msg.reason})")
         elif type(msg) is _protocol.Unknown:
             logger.debug("session #%d: ignoring a message of unknown type %d", self._number, msg.type)
         else:
             logger.debug("session #%d: ignoring an unexpected %s", self._number, type(msg).__name__)
+
+    def _deliver(self, data: bytes, req_id: str, last: bool) -> None:
+        callback = self._config.transport_frames
+        if callback is not None:
+            try:
+                callback(data, last)
+            except Exception:
+                logger.exception("transport_frames callback raised; the session carries on")
+        if self._pulls:
+            request = self._pulls.get(req_id)
+            if request is not None:
+                request._push(data, last)
 
     def _on_text(self, frame: TextFrame) -> None:
         self._report_protocol_error(f"received a text message ({frame.size} bytes); the protocol is binary")
@@ -560,10 +724,36 @@ class AvatarSession:
                 logger.info("session #%d: closed by the server (code %s)", self._number, end.close_code)
         with self._lock:
             self._end_error = error or self._end_from(end)
+            pulls = list(self._pulls.values())
         if error is not None:
             logger.debug("session #%d: ended by %r", self._number, error)
             safe_call("on_error", self._config.on_error, error)
+        for request in pulls:  # their last frames will not come
+            request._fail(self._ended_error(request.req_id, error))
         self._finish()
+
+    def _ended_error(self, req_id: str, cause: Optional[AvatarSDKError]) -> AvatarSDKError:
+        """What an open pull request raises when the session ends before its last frame."""
+        message = f"the session ended before the last frame of request {req_id}"
+        if cause is None:
+            return AvatarSDKError(
+                AvatarSDKErrorCode.connectionClosed,
+                message,
+                phase=PHASE_WEBSOCKET_RUNTIME,
+                req_id=req_id,
+                connection_id=self._connection_id,
+            )
+        return AvatarSDKError(
+            cause.code,
+            f"{message}: {cause.message}",
+            phase=cause.phase,
+            req_id=req_id,
+            connection_id=self._connection_id,
+            close_code=cause.close_code,
+            close_reason=cause.close_reason,
+            server_code=cause.server_code,
+            retryable=cause.retryable,
+        )
 
     def _finish(self) -> None:
         """Enter CLOSED and run ``on_close``, exactly once."""

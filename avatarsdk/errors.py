@@ -20,6 +20,7 @@ __all__ = [
     "AvatarSDKError",
     "AvatarSDKErrorCode",
     "ClassificationRule",
+    "RequestTimeoutError",
     "SessionTokenError",
     "classify",
 ]
@@ -47,6 +48,8 @@ class AvatarSDKErrorCode(str, Enum):
     connectionClosed = "connectionClosed"
     protocolError = "protocolError"
     serverError = "serverError"
+    timeout = "timeout"
+    """Not the service's: the SDK gave up waiting (a pull request's frame timeout or deadline)."""
     unknown = "unknown"
 
 
@@ -171,6 +174,13 @@ class SessionTokenError(AvatarSDKError):
             close_reason=close_reason,
             retryable=retryable,
         )
+
+
+class RequestTimeoutError(AvatarSDKError, TimeoutError):
+    """A pull request (:class:`~avatarsdk.AvatarRequest`) waited longer than its frame timeout or deadline.
+
+    Its ``code`` is ``timeout``; it is also a builtin ``TimeoutError``.
+    """
 
 
 # --------------------------------------------------------------------------------------------------

@@ -273,6 +273,7 @@ class FakeConnection:
             data = animation_frame(self.connection_id or "", req_id, end, size or self.service.frame_size, self._seq)
             self.ws.send(data)  # under the lock: the record's order is the wire's order
             self.sent.append((req_id, data))
+            self._cond.notify_all()
         return data
 
     def send_frames(
@@ -336,6 +337,7 @@ class FakeConnection:
                 frames.append(animation_frame(self.connection_id or "", "early", i == count - 1, 300, self._seq))
             self.ws.socket.sendall(b"".join(_ws_frame(m) for m in [first, *frames]))
             self.sent += [("early", f) for f in frames]
+            self._cond.notify_all()
 
     def _record(self, fn: Callable[[], None]) -> None:
         with self._cond:

@@ -1,0 +1,210 @@
+"""Pull-style requests: send one utterance and iterate over that request's frames.
+
+``AvatarSession.open_request()`` reserves a request id and subscribes to its frames *before* any audio is
+sent, so no frame can be lost to a race between sending and subscribing. Frames are routed to the request by
+``req_id`` on the session's dispatcher thread; the iterator hands them over in arrival order and ends after
+the frame with ``end=true``::
+
+    with session.open_request(frame_timeout=5, deadline=60) as request:
+        for chunk, end in chunk_pcm(pcm):
+            request.send(chunk, end=end)          # from this thread or any other
+        for frame in request:                     # Frame(data, last, req_id)
+            client.write(frame.data)
+
+``AvatarSession.stream(pcm)`` does both for a whole utterance and returns the iterator, which fits
+``flask.Response(stream_with_context(...))`` and Django's ``StreamingHttpResponse`` directly: when the web
+server closes the response (the client went away), the request is abandoned, its buffer released and the
+service told to stop (``interrupt``).
+
+The ``transport_frames`` callback, when configured, still sees every frame of the session, pulled or not.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Deque, Iterator, List, NamedTuple, Optional, Type, Union
+
+from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError
+
+if TYPE_CHECKING:
+    from .avatar_session import AvatarSession
+
+__all__ = ["AvatarRequest", "Frame"]
+
+
+class Frame(NamedTuple):
+    """One animation frame of a request."""
+
+    data: bytes
+    """The message exactly as received (forward these bytes to the client-side SDK)."""
+    last: bool
+    """``True`` on the request's last frame."""
+    req_id: str
+    """The request it belongs to."""
+
+
+class AvatarRequest:
+    """One request (utterance) of a session, with an iterator over its frames.
+
+    Create it with :meth:`AvatarSession.open_request`. Iterate it once (``for frame in request``), from one
+    thread at a time; :meth:`send` may be called from any thread, also while another thread iterates.
+
+    Args:
+        frame_timeout: Seconds to wait for each frame (the first one included); ``None`` for no limit.
+        deadline: Seconds from opening until the last frame; ``None`` for no limit.
+    """
+
+    def __init__(
+        self,
+        session: AvatarSession,
+        req_id: str,
+        *,
+        frame_timeout: Optional[float],
+        deadline: Optional[float],
+    ) -> None:
+        self.req_id = req_id
+        self._session = session
+        self._frame_timeout = frame_timeout
+        self._deadline = None if deadline is None else time.monotonic() + deadline
+        self._cond = threading.Condition(threading.Lock())
+        self._frames: Deque[Frame] = deque()
+        self._error: Optional[AvatarSDKError] = None
+        self._finished = False  # the last frame arrived
+        self._closed = False  # abandoned or done: no more frames are kept
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("finished" if self._finished else "open")
+        return f"<AvatarRequest {self.req_id} {state}, {len(self._frames)} frames buffered>"
+
+    # ---------------------------------------------------------------------------------- sending
+
+    def send(self, audio: Union[bytes, bytearray, memoryview], end: bool = False) -> None:
+        """Send one chunk of this request's audio (``end=True`` on the last).
+
+        Raises:
+            ValueError: the request's last chunk was already sent, it was interrupted, or it is closed.
+            TypeError, ValueError, AvatarSDKError: as :meth:`AvatarSession.send_audio`.
+        """
+        if self._closed:
+            raise ValueError(f"send(): request {self.req_id} is closed")
+        self._session._send_for_request(self.req_id, audio, end)
+
+    # ---------------------------------------------------------------------------------- frames
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.frames()
+
+    def frames(self) -> Iterator[Frame]:
+        """The request's frames in arrival order, ending after the last one.
+
+        Raises (from the iterator):
+            AvatarSDKError: the service reported an error for this request, or the session ended first.
+            RequestTimeoutError: no frame within ``frame_timeout``, or the ``deadline`` passed.
+
+        Leaving the loop early (``break``, an exception, or a web server closing the response) abandons the
+        request: buffered frames are dropped and the service is told to stop it.
+        """
+        try:
+            while True:
+                frame = self._next()
+                yield frame
+                if frame.last:
+                    return
+        finally:
+            self.close()
+
+    def collect(self) -> List[Frame]:
+        """Every frame of the request, once the last one has arrived."""
+        return list(self.frames())
+
+    def _next(self) -> Frame:
+        until = self._wait_until()
+        with self._cond:
+            while not self._frames:
+                if self._error is not None:
+                    raise self._error
+                if self._closed:
+                    raise ValueError(f"request {self.req_id} is closed")
+                if self._finished:
+                    raise ValueError(f"request {self.req_id} has no more frames")
+                if until is None:
+                    self._cond.wait()
+                    continue
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    raise self._timeout()
+                self._cond.wait(remaining)
+            return self._frames.popleft()
+
+    def _wait_until(self) -> Optional[float]:
+        """When waiting for the next frame must stop (``time.monotonic()``; ``None``: never)."""
+        limits = []
+        if self._frame_timeout is not None:
+            limits.append(time.monotonic() + self._frame_timeout)
+        if self._deadline is not None:
+            limits.append(self._deadline)
+        return min(limits) if limits else None
+
+    def _timeout(self) -> RequestTimeoutError:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            what = "the request's deadline passed before its last frame"
+        else:
+            what = f"no frame within {self._frame_timeout}s"
+        return RequestTimeoutError(
+            AvatarSDKErrorCode.timeout,
+            f"request {self.req_id}: {what}",
+            phase=PHASE_WEBSOCKET_RUNTIME,
+            req_id=self.req_id,
+            connection_id=self._session.connection_id,
+            retryable=True,
+        )
+
+    # ---------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def finished(self) -> bool:
+        """``True`` once the last frame has arrived."""
+        return self._finished
+
+    def close(self) -> None:
+        """Stop following the request: drop buffered frames; if its last frame has not arrived (and the
+        service reported no error for it), tell the service to stop it (``interrupt``). Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            unfinished = not self._finished and self._error is None
+            self._frames.clear()
+            self._cond.notify_all()
+        self._session._release_request(self.req_id, interrupt=unfinished)
+
+    def __enter__(self) -> AvatarRequest:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- called on the dispatcher thread
+
+    def _push(self, data: bytes, last: bool) -> None:
+        with self._cond:
+            if self._closed or self._finished:
+                return  # abandoned, or a repeated end (egress mode can send two)
+            self._frames.append(Frame(data, last, self.req_id))
+            self._finished = last
+            self._cond.notify()
+
+    def _fail(self, error: AvatarSDKError) -> None:
+        with self._cond:
+            if self._closed or self._finished or self._error is not None:
+                return
+            self._error = error
+            self._cond.notify()
