@@ -59,6 +59,8 @@ WHEEL_MUST_CONTAIN = [
     "avatarsdk/_proto/ingress_v2.proto",
     "avatarsdk/_proto/ingress_v2_pb2.py",
     "avatarsdk/_proto/ingress_v2_pb2.pyi",
+    "avatarsdk/_proto/ingress_v1.proto",
+    "avatarsdk/_proto/ingress_v1_pb2.py",
     "avatarsdk/testing/__init__.py",
 ]
 

@@ -14,6 +14,7 @@ from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
 from .framefile import FrameWriter, read_frames
 from .logid import generate_log_id
+from .playback import PlaybackState, PlaybackStatus
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -35,6 +36,8 @@ __all__ = [
     "Frame",
     "FrameWriter",
     "LiveKitEgressConfig",
+    "PlaybackState",
+    "PlaybackStatus",
     "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",

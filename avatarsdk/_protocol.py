@@ -132,10 +132,36 @@ def encode_interrupt(req_id: str) -> bytes:
     return msg.SerializeToString()
 
 
+def encode_pause(req_id: str) -> bytes:
+    """CLIENT_PAUSE naming request ``req_id`` (newer service generation, with ``playback_control``)."""
+    msg = pb.Message(type=pb.MESSAGE_CLIENT_PAUSE)
+    msg.client_pause.req_id = req_id
+    return msg.SerializeToString()
+
+
+def encode_resume(req_id: str) -> bytes:
+    """CLIENT_RESUME naming request ``req_id`` (newer service generation, with ``playback_control``)."""
+    msg = pb.Message(type=pb.MESSAGE_CLIENT_RESUME)
+    msg.client_resume.req_id = req_id
+    return msg.SerializeToString()
+
+
 @dataclass(frozen=True)
 class Confirm:
-    """SERVER_CONFIRM_SESSION."""
+    """SERVER_CONFIRM_SESSION (``capabilities`` from the service's newer generation; empty before it)."""
 
+    connection_id: str
+    capabilities: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaybackStateMessage:
+    """SERVER_PLAYBACK_STATE (newer service generation)."""
+
+    req_id: str
+    state: int
+    played_ms: int
+    reason: str
     connection_id: str
 
 
@@ -173,7 +199,7 @@ class Malformed:
     size: int
 
 
-Decoded = Union[Confirm, ServerErrorMessage, Animation, Unknown, Malformed]
+Decoded = Union[Confirm, ServerErrorMessage, Animation, PlaybackStateMessage, Unknown, Malformed]
 
 
 def _varint(data: bytes, pos: int) -> Tuple[int, int]:
@@ -213,7 +239,7 @@ _KEY_ANIMATION = 6 << 3 | 2  # Message.server_response_animation, length-delimit
 _KEY_CONNECTION_ID = 1 << 3 | 2  # ServerResponseAnimation.connection_id (checked: strings must be UTF-8)
 _KEY_REQ_ID = 2 << 3 | 2  # ServerResponseAnimation.req_id
 _KEY_END = 3 << 3 | 0  # ServerResponseAnimation.end
-_ONEOF_FIELDS = frozenset({2, 3, 4, 5, 8})  # the other members of Message.data
+_ONEOF_FIELDS = frozenset({2, 3, 4, 5, 8, 9, 10, 11})  # the other members of Message.data
 
 
 def peek_animation_wire(data: bytes) -> Optional[Tuple[str, bool]]:
@@ -313,11 +339,21 @@ def decode(data: bytes) -> Decoded:
         anim = msg.server_response_animation
         return Animation(data=data, req_id=anim.req_id, end=anim.end)
     if kind == pb.MESSAGE_SERVER_CONFIRM_SESSION:
-        return Confirm(connection_id=msg.server_confirm_session.connection_id)
+        confirm = msg.server_confirm_session
+        return Confirm(connection_id=confirm.connection_id, capabilities=tuple(confirm.capabilities))
     if kind == pb.MESSAGE_SERVER_ERROR:
         err = msg.server_error
         return ServerErrorMessage(
             code=err.code, message=err.message, connection_id=err.connection_id, req_id=err.req_id
+        )
+    if kind == pb.MESSAGE_SERVER_PLAYBACK_STATE:
+        state = msg.server_playback_state
+        return PlaybackStateMessage(
+            req_id=state.req_id,
+            state=int(state.state),
+            played_ms=state.played_ms,
+            reason=state.reason,
+            connection_id=state.connection_id,
         )
     return Unknown(type=int(kind))
 

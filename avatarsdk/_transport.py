@@ -130,14 +130,14 @@ class Connection:
         except (websocket.WebSocketException, OSError, AttributeError) as exc:
             raise closed_error(None, "", phase=PHASE_WEBSOCKET_HANDSHAKE, during="the handshake") from exc
 
-    def handshake(self, configure: bytes, timeout: Optional[float]) -> str:
-        """Send CLIENT_CONFIGURE_SESSION and read the reply within ``timeout``; return the connection id."""
+    def handshake(self, configure: bytes, timeout: Optional[float]) -> _protocol.Confirm:
+        """Send CLIENT_CONFIGURE_SESSION and read the reply within ``timeout``; return the confirmation."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.send_configure(configure, timeout)
         return self.await_confirmation(deadline, timeout)
 
-    def await_confirmation(self, deadline: Optional[float], timeout: Optional[float]) -> str:
-        """Read the handshake's reply (by ``deadline``, a ``time.monotonic()`` value); return the connection id.
+    def await_confirmation(self, deadline: Optional[float], timeout: Optional[float]) -> _protocol.Confirm:
+        """Read the handshake's reply (by ``deadline``, a ``time.monotonic()`` value); return the confirmation.
 
         Raises :class:`AvatarSDKError` (phase ``websocket_handshake``) for a server error, a close, a timeout
         or an unexpected reply. Messages that arrived after the reply are kept in ``pending``.
@@ -166,7 +166,7 @@ class Connection:
                     "handshake confirmation carries an empty connection_id",
                     phase=phase,
                 )
-            return reply.connection_id
+            return reply
         if isinstance(reply, _protocol.ServerErrorMessage):
             raise server_error(reply, phase=phase, prefix="handshake rejected by the server", secrets=self.secrets)
         if isinstance(reply, _protocol.Malformed):

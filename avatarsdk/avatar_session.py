@@ -9,12 +9,14 @@ import itertools
 import logging
 import os
 import threading
+import warnings
 import weakref
+from collections import deque
 from datetime import datetime
 from types import TracebackType
-from typing import Dict, Iterator, List, Optional, Tuple, Type, Union
+from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Tuple, Type, Union
 
-from . import _protocol
+from . import _protocol, _protocol_v1
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
 from ._protocol import peek_animation
 from ._token import request_session_token
@@ -35,6 +37,7 @@ from .errors import (
     AvatarSDKErrorCode,
 )
 from .logid import generate_log_id
+from .playback import PlaybackState
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -42,6 +45,7 @@ from .session_config import (
     CloseCallback,
     ErrorCallback,
     LiveKitEgressConfig,
+    PlaybackStateCallback,
     SessionConfig,
     TransportFramesCallback,
 )
@@ -146,6 +150,15 @@ class AvatarSession:
             raise ValueError(f"max_message_size: expected at least 1 byte or None, got {max_message_size!r}")
         self._max_message_size = max_message_size
 
+        self._v1 = _protocol_v1.is_v1(self._config.ingress_endpoint_url)
+        if self._v1:
+            _check_v1(self._config)
+            warnings.warn(
+                "the v1 ingress (/v1/driveningress) is deprecated by the service; use /v2/driveningress",
+                DeprecationWarning,
+                stacklevel=_caller_stacklevel(),
+            )
+        self._segments = _protocol_v1.SegmentCounter() if self._v1 else None  # v1: frames → requests
         self._configure = _protocol.encode_configure(self._config)  # the handshake's first message, ready
         self._number = next(_session_numbers)
         self._lock = threading.Lock()  # guards the state below
@@ -165,6 +178,8 @@ class AvatarSession:
         self._end_error: Optional[AvatarSDKError] = None
         self._last_server_error_code: Optional[str] = None
         self._pulls: Dict[str, AvatarRequest] = {}  # open pull requests by req_id (written under the lock)
+        self._capabilities: FrozenSet[str] = frozenset()
+        self._ended_req_ids: Deque[str] = deque(maxlen=64)  # recent requests whose last frame was delivered
         self._process = _process_generation()  # fork detection
         self._pid = os.getpid()
         self._on_close_called = False
@@ -182,6 +197,17 @@ class AvatarSession:
     def connection_id(self) -> Optional[str]:
         """The connection id the server confirmed in ``start()`` (``None`` before)."""
         return self._connection_id
+
+    @property
+    def capabilities(self) -> FrozenSet[str]:
+        """What the server declared in its confirmation (the service's newer generation), e.g.
+        ``{"playback_control", "playback_state"}``; empty before ``start()`` and for older servers."""
+        return self._capabilities
+
+    @property
+    def protocol_version(self) -> int:
+        """2, or 1 for the deprecated v1 ingress (chosen from ``ingress_endpoint_url``'s path)."""
+        return 1 if self._v1 else 2
 
     @property
     def closed(self) -> bool:
@@ -243,13 +269,22 @@ class AvatarSession:
             token = self._token
         assert token is not None
         config = self._config
-        url, headers = _protocol.websocket_target(
-            config.ingress_endpoint_url,
-            avatar_id=config.avatar_id,
-            app_id=config.app_id,
-            session_token=token,
-            use_query_auth=config.use_query_auth,
-        )
+        if self._v1:  # no handshake: the connection id is our own
+            v1_connection_id = generate_log_id()
+            url, headers = _protocol_v1.websocket_target(
+                config.ingress_endpoint_url,
+                avatar_id=config.avatar_id,
+                session_token=token,
+                connection_id=v1_connection_id,
+            )
+        else:
+            url, headers = _protocol.websocket_target(
+                config.ingress_endpoint_url,
+                avatar_id=config.avatar_id,
+                app_id=config.app_id,
+                session_token=token,
+                use_query_auth=config.use_query_auth,
+            )
         try:
             conn = Connection.open(
                 url,
@@ -264,7 +299,12 @@ class AvatarSession:
         with self._lock:
             self._conn = conn  # close() meanwhile shuts it down, cutting the handshake short
         try:
-            connection_id = conn.handshake(self._configure, self._handshake_timeout)
+            capabilities: Tuple[str, ...] = ()
+            if self._v1:
+                connection_id = v1_connection_id
+            else:
+                confirm = conn.handshake(self._configure, self._handshake_timeout)
+                connection_id, capabilities = confirm.connection_id, confirm.capabilities
             conn.set_timeout(self._send_timeout)
         except BaseException as exc:
             conn.close()
@@ -274,7 +314,7 @@ class AvatarSession:
         queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
         dispatcher = Dispatcher(
             queue,
-            on_frame=self._on_frame,
+            on_frame=self._on_frame_v1 if self._v1 else self._on_frame,
             on_text=self._on_text,
             on_end=self._on_end,
             name=f"avatarsdk-dispatch-{self._number}",
@@ -286,6 +326,7 @@ class AvatarSession:
                 self._parked = None
                 self._queue, self._dispatcher, self._reader_thread = queue, dispatcher, parked.thread
                 self._connection_id = connection_id
+                self._capabilities = frozenset(capabilities)
                 self._token = None  # a token is for one connection
                 self._state = _State.STARTED
                 parked.run(Reader(conn, queue, dispatcher).run)
@@ -332,7 +373,7 @@ class AvatarSession:
         with self._send_lock:
             conn = self._sendable("send_audio")
             req_id = self._current_req_id or generate_log_id()
-            self._send(conn, _protocol.encode_audio(req_id, data, end), req_id)
+            self._send(conn, self._encode_audio(req_id, data, end), req_id)
             self._current_req_id = None if end else req_id
             self._last_req_id = req_id
         logger.debug("session #%d: sent %d audio bytes (req_id %s, end=%s)", self._number, len(data), req_id, end)
@@ -428,16 +469,23 @@ class AvatarSession:
                 raise ValueError(
                     f"send(): request {req_id} is over (its end=True chunk was sent, or it was interrupted)"
                 )
-            self._send(conn, _protocol.encode_audio(req_id, data, end), req_id)
+            self._send(conn, self._encode_audio(req_id, data, end), req_id)
             if end:
                 self._current_req_id = None
+
+    def _encode_audio(self, req_id: str, data: bytes, end: bool) -> bytes:
+        """The audio message for this session's ingress (called with the send lock held)."""
+        if self._segments is None:
+            return _protocol.encode_audio(req_id, data, end)
+        self._segments.audio(req_id, len(data), end)  # before it is sent: its frames may follow at once
+        return _protocol_v1.encode_audio(req_id, data, end)
 
     def _release_request(self, req_id: str, *, interrupt: bool) -> None:
         """A pull request is done or abandoned: stop routing to it; interrupt it if it is still running."""
         with self._lock:
             self._pulls.pop(req_id, None)
             started = self._state is _State.STARTED and self._process == _process_generation()
-        if not (interrupt and started):
+        if not (interrupt and started) or self._v1:  # v1 has no interrupt
             return
         try:
             with self._send_lock:
@@ -457,17 +505,48 @@ class AvatarSession:
         The next ``send_audio()`` starts a new request.
 
         Raises:
-            ValueError: no audio was sent yet, or the session is not started or was closed by ``close()``.
+            ValueError: no audio was sent yet, the v1 ingress (it has no interrupt), or the session is not
+                started or was closed by ``close()``.
             AvatarSDKError: the send failed, or the server ended the session.
         """
+        return self._control("interrupt", _protocol.encode_interrupt, capability=None, ends_request=True)
+
+    def pause(self) -> str:
+        """Pause the avatar's playback of the most recent request; return its id.
+
+        Audio keeps flowing while paused; the service answers with a playback state (``on_playback_state``,
+        and the request's :meth:`~avatarsdk.AvatarRequest.events`).
+
+        Raises:
+            ValueError: the server did not declare ``playback_control`` (see :attr:`capabilities`), no audio was
+                sent yet, or the session is not started or is closed.
+            AvatarSDKError: the send failed, or the server ended the session.
+        """
+        return self._control("pause", _protocol.encode_pause, capability="playback_control")
+
+    def resume(self) -> str:
+        """Resume the avatar's playback of the most recent request; return its id (see :meth:`pause`)."""
+        return self._control("resume", _protocol.encode_resume, capability="playback_control")
+
+    def _control(
+        self, op: str, encode: Callable[[str], bytes], *, capability: Optional[str], ends_request: bool = False
+    ) -> str:
+        """Send a control message naming the most recent request (``ends_request``: the next chunk starts a
+        new one, decided under the same lock as the send, so no chunk of the old request can follow it)."""
         with self._send_lock:
-            conn = self._sendable("interrupt")
+            conn = self._sendable(op)
+            if self._v1:
+                raise ValueError(f"{op}(): the v1 ingress has no {op}")
+            if capability is not None and capability not in self._capabilities:
+                declared = ", ".join(sorted(self._capabilities)) or "none"
+                raise ValueError(f"{op}(): the server did not declare {capability!r} (it declared: {declared})")
             req_id = self._last_req_id
             if req_id is None:
-                raise ValueError("interrupt(): no request to interrupt; send audio first")
-            self._send(conn, _protocol.encode_interrupt(req_id), req_id)
-            self._current_req_id = None
-        logger.debug("session #%d: interrupted req_id %s", self._number, req_id)
+                raise ValueError(f"{op}(): no request yet; send audio first")
+            self._send(conn, encode(req_id), req_id)
+            if ends_request:
+                self._current_req_id = None
+        logger.debug("session #%d: %s req_id %s", self._number, op, req_id)
         return req_id
 
     def close(self) -> None:
@@ -649,7 +728,27 @@ class AvatarSession:
         msg = _protocol.decode(data)
         if type(msg) is _protocol.Animation:  # an unusual encoding the fast path leaves to protobuf
             self._deliver(msg.data, msg.req_id, msg.end)
-        elif type(msg) is _protocol.ServerErrorMessage:
+        elif type(msg) is _protocol.PlaybackStateMessage:
+            state = PlaybackState.from_wire(msg.req_id, msg.state, msg.played_ms, msg.reason, msg.connection_id)
+            safe_call("on_playback_state", self._config.on_playback_state, state)
+            request = self._pulls.get(state.req_id)
+            if request is not None:
+                request._event(state)
+        else:
+            self._on_other(msg)
+
+    def _on_frame_v1(self, data: bytes) -> None:
+        msg = _protocol_v1.decode(data)
+        if type(msg) is _protocol_v1.V1Animation:
+            assert self._segments is not None
+            req_id, last = self._segments.frame()
+            self._deliver(msg.data, req_id, last)
+        else:
+            self._on_other(msg)  # type: ignore[arg-type]
+
+    def _on_other(self, msg: _protocol.Decoded) -> None:
+        """Messages other than animation frames and playback states (rare: not on the hot path)."""
+        if type(msg) is _protocol.ServerErrorMessage:
             self._last_server_error_code = str(msg.code)
             error = server_error(
                 msg,
@@ -671,6 +770,11 @@ class AvatarSession:
             logger.debug("session #%d: ignoring an unexpected %s", self._number, type(msg).__name__)
 
     def _deliver(self, data: bytes, req_id: str, last: bool) -> None:
+        if last:
+            if req_id in self._ended_req_ids:  # egress mode can repeat a request's end
+                logger.debug("session #%d: repeated end of request %s ignored", self._number, req_id)
+                return
+            self._ended_req_ids.append(req_id)
         callback = self._config.transport_frames
         if callback is not None:
             try:
@@ -770,6 +874,31 @@ class AvatarSession:
             self._closed.set()
 
 
+def _check_v1(config: SessionConfig) -> None:
+    """What the v1 ingress cannot do, refused before any I/O."""
+    if config.audio_format is not AudioFormat.PCM_S16LE or config.sample_rate != _protocol_v1.V1_SAMPLE_RATE:
+        raise ValueError(
+            "ingress_endpoint_url: the v1 ingress takes only 16 kHz PCM (sample_rate=16000, audio_format=PCM_S16LE)"
+        )
+    if config.use_query_auth:
+        raise ValueError("use_query_auth: the v1 ingress takes its credentials in headers only")
+    if config.livekit_egress is not None or config.agora_egress is not None:
+        raise ValueError("livekit_egress/agora_egress: the v1 ingress has no egress configuration")
+
+
+def _caller_stacklevel() -> int:
+    """The stack level of the first frame outside avatarsdk, for warnings that point at the user's code."""
+    import sys  # noqa: PLC0415 - only for this rare warning
+
+    frame = sys._getframe(1)
+    level = 1
+    package = __name__.rpartition(".")[0]
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
 def _copy_config(config: SessionConfig) -> SessionConfig:
     """A copy the caller's later changes cannot reach (callbacks are shared, not copied)."""
     livekit = copy.copy(config.livekit_egress)
@@ -803,6 +932,7 @@ def new_avatar_session(
     transport_frames: Optional[TransportFramesCallback] = None,
     on_error: Optional[ErrorCallback] = None,
     on_close: Optional[CloseCallback] = None,
+    on_playback_state: Optional[PlaybackStateCallback] = None,
     livekit_egress: Optional[LiveKitEgressConfig] = None,
     agora_egress: Optional[AgoraEgressConfig] = None,
     http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
@@ -839,6 +969,7 @@ def new_avatar_session(
         transport_frames=transport_frames,
         on_error=on_error,
         on_close=on_close,
+        on_playback_state=on_playback_state,
         console_endpoint_url=console_endpoint_url,
         ingress_endpoint_url=ingress_endpoint_url,
         livekit_egress=livekit_egress,

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Deque, Iterator, List, NamedTuple, Optional, Type, Union
 
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError
+from .playback import PlaybackState
 
 if TYPE_CHECKING:
     from .avatar_session import AvatarSession
@@ -70,7 +71,7 @@ class AvatarRequest:
         self._frame_timeout = frame_timeout
         self._deadline = None if deadline is None else time.monotonic() + deadline
         self._cond = threading.Condition(threading.Lock())
-        self._frames: Deque[Frame] = deque()
+        self._frames: Deque[Union[Frame, PlaybackState]] = deque()  # frames, and playback states between them
         self._error: Optional[AvatarSDKError] = None
         self._finished = False  # the last frame arrived
         self._closed = False  # abandoned or done: no more frames are kept
@@ -98,7 +99,14 @@ class AvatarRequest:
         return self.frames()
 
     def frames(self) -> Iterator[Frame]:
-        """The request's frames in arrival order, ending after the last one.
+        """The request's frames (see :meth:`events`, which also yields playback states)."""
+        for event in self.events():
+            if type(event) is Frame:
+                yield event
+
+    def events(self) -> Iterator[Union[Frame, PlaybackState]]:
+        """The request's frames and :class:`~avatarsdk.PlaybackState` events (the service's newer generation
+        answers ``pause()``/``resume()`` with them), in arrival order, ending after the last frame.
 
         Raises (from the iterator):
             AvatarSDKError: the service reported an error for this request, or the session ended first.
@@ -109,9 +117,9 @@ class AvatarRequest:
         """
         try:
             while True:
-                frame = self._next()
-                yield frame
-                if frame.last:
+                event = self._next()
+                yield event
+                if type(event) is Frame and event.last:
                     return
         finally:
             self.close()
@@ -120,7 +128,7 @@ class AvatarRequest:
         """Every frame of the request, once the last one has arrived."""
         return list(self.frames())
 
-    def _next(self) -> Frame:
+    def _next(self) -> Union[Frame, PlaybackState]:
         until = self._wait_until()
         with self._cond:
             while not self._frames:
@@ -200,6 +208,13 @@ class AvatarRequest:
                 return  # abandoned, or a repeated end (egress mode can send two)
             self._frames.append(Frame(data, last, self.req_id))
             self._finished = last
+            self._cond.notify()
+
+    def _event(self, state: PlaybackState) -> None:
+        with self._cond:
+            if self._closed or self._finished:
+                return
+            self._frames.append(state)
             self._cond.notify()
 
     def _fail(self, error: AvatarSDKError) -> None:

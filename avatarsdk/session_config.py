@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
 
 if TYPE_CHECKING:
     from .errors import AvatarSDKError
+    from .playback import PlaybackState
 
 __all__ = [
     "AgoraEgressConfig",
@@ -22,6 +23,7 @@ __all__ = [
     "CloseCallback",
     "ErrorCallback",
     "LiveKitEgressConfig",
+    "PlaybackStateCallback",
     "SessionConfig",
     "SessionConfigBuilder",
     "TransportFramesCallback",
@@ -34,6 +36,8 @@ TransportFramesCallback = Callable[[bytes, bool], None]
 ErrorCallback = Callable[["AvatarSDKError"], None]
 #: ``on_close()``: the session has ended (called exactly once).
 CloseCallback = Callable[[], None]
+#: ``on_playback_state(state)``: a playback-state message (the service's newer generation).
+PlaybackStateCallback = Callable[["PlaybackState"], None]
 
 
 class AudioFormat(str, Enum):
@@ -116,6 +120,8 @@ class SessionConfig:
         ingress_endpoint_url: Ingress base URL, e.g. ``https://api.<region>.spatialwalk.cloud/v2/driveningress``.
         livekit_egress: Publish to a LiveKit room (exclusive with ``agora_egress``).
         agora_egress: Publish to an Agora channel (exclusive with ``livekit_egress``).
+        on_playback_state: Receives playback-state messages (the service's newer generation answers each
+            ``pause()``/``resume()`` with one), on the dispatcher thread.
     """
 
     avatar_id: str = ""
@@ -133,6 +139,7 @@ class SessionConfig:
     ingress_endpoint_url: str = ""
     livekit_egress: Optional[LiveKitEgressConfig] = None
     agora_egress: Optional[AgoraEgressConfig] = None
+    on_playback_state: Optional[PlaybackStateCallback] = None
 
     def __post_init__(self) -> None:
         self.audio_format = _coerce_audio_format(self.audio_format)
@@ -225,6 +232,11 @@ class SessionConfigBuilder:
     def with_agora_egress(self, config: AgoraEgressConfig) -> SessionConfigBuilder:
         """Publish into an Agora channel instead of returning frames."""
         self._config.agora_egress = config
+        return self
+
+    def with_on_playback_state(self, handler: PlaybackStateCallback) -> SessionConfigBuilder:
+        """Set the playback-state callback."""
+        self._config.on_playback_state = handler
         return self
 
     def build(self) -> SessionConfig:

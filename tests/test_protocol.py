@@ -23,12 +23,15 @@ from avatarsdk._protocol import (
     Animation,
     Confirm,
     Malformed,
+    PlaybackStateMessage,
     ServerErrorMessage,
     Unknown,
     decode,
     encode_audio,
     encode_configure,
     encode_interrupt,
+    encode_pause,
+    encode_resume,
     parse_close,
     peek_animation,
     peek_animation_wire,
@@ -394,8 +397,23 @@ def test_decode_animation_keeps_the_exact_bytes() -> None:
 
 def test_decode_unknown_message_type() -> None:
     assert decode(vfield(1, 42)) == Unknown(42)
-    # Newer generation: MESSAGE_SERVER_PLAYBACK_STATE = 10 with its payload at field 11.
-    assert decode(vfield(1, 10) + lfield(11, lfield(2, b"r1") + vfield(3, 2))) == Unknown(10)
+
+
+def test_decode_playback_state_and_capabilities_by_wire_number() -> None:
+    """The newer generation (PROTOCOL.md section 4): type 10 with its payload at field 11; capabilities are
+    field 2 of the confirmation."""
+    state = vfield(1, 10) + lfield(
+        11, lfield(1, b"c") + lfield(2, b"r1") + vfield(3, 2) + vfield(4, 1500) + lfield(5, b"explicit")
+    )
+    assert decode(state) == PlaybackStateMessage(
+        req_id="r1", state=2, played_ms=1500, reason="explicit", connection_id="c"
+    )
+    confirm = vfield(1, 2) + lfield(3, lfield(1, b"c1") + lfield(2, b"playback_control") + lfield(2, b"playback_state"))
+    assert decode(confirm) == Confirm("c1", ("playback_control", "playback_state"))
+    assert pb.MESSAGE_CLIENT_PAUSE == 8 and pb.MESSAGE_CLIENT_RESUME == 9
+    pause = pb.Message.FromString(encode_pause("r2"))
+    assert (pause.type, pause.client_pause.req_id) == (8, "r2")
+    assert encode_resume("r2") == vfield(1, 9) + lfield(10, lfield(1, b"r2"))
 
 
 def test_decode_malformed() -> None:
@@ -610,3 +628,11 @@ def test_the_session_peeks_with_the_fastest_reader_for_the_runtime() -> None:
 
     expected = "peek_animation_wire" if api_implementation.Type() == "python" else "_peek_parsed"
     assert peek_animation.__name__ == expected
+
+
+def test_the_wire_peek_knows_every_member_of_the_oneof() -> None:
+    """peek_animation_wire hands any other oneof member to protobuf: its list must follow the schema."""
+    from avatarsdk._protocol import _ONEOF_FIELDS
+
+    declared = {f.number for f in pb.Message.DESCRIPTOR.oneofs_by_name["data"].fields}
+    assert declared - {6} == _ONEOF_FIELDS

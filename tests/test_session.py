@@ -507,7 +507,7 @@ def test_unknown_message_types_are_ignored(
     started(make_session)
     conn = service.wait_for_connection(0)
     with caplog.at_level(logging.DEBUG, logger="avatarsdk"):
-        conn.send_message_type(42, b"\x52\x03abc")
+        conn.send_message_type(42, b"\xa2\x01\x03abc")  # an undeclared field 20
         data = conn.send_animation("r1", end=True)
         recorder.wait_last()
     assert recorder.frames == [data] and recorder.errors == []

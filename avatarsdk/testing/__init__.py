@@ -25,6 +25,7 @@ from ._service import (
     TokenRequest,
     animation_frame,
     jsonapi_error,
+    v1_animation_frame,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "TokenRequest",
     "animation_frame",
     "jsonapi_error",
+    "v1_animation_frame",
 ]

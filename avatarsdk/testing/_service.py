@@ -22,11 +22,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
+from .._proto import ingress_v1_pb2 as pb1
 from .._proto import ingress_v2_pb2 as pb
+from .._protocol_v1 import expected_segments
 
 logger = logging.getLogger(__name__)
 
 INGRESS_PATH = "/v2/driveningress"
+INGRESS_V1_PATH = "/v1/driveningress"
 FRAME_PERIOD = 0.04  # 25 fps: one animation frame per 40 ms of audio
 UNDECLARED_FIELD = 15  # field number of the filler the fake puts in animation frames (not in the schema)
 
@@ -62,6 +65,7 @@ class Confirm:
 
     connection_id: Optional[str] = None
     then_frames: int = 0
+    capabilities: Optional[Tuple[str, ...]] = None  # None: the service's own (FakeAvatarService.capabilities)
 
 
 @dataclass
@@ -139,6 +143,15 @@ def animation_frame(connection_id: str, req_id: str, end: bool, size: int, seq: 
     return _field(6, inner) + pb.Message(type=pb.MESSAGE_SERVER_RESPONSE_ANIMATION).SerializeToString()
 
 
+def v1_animation_frame(size: int, seq: int) -> bytes:
+    """One v1 animation message (type 1004) of about ``size`` bytes: no req_id, no end, and a payload field
+    the public schema does not declare (so byte-exact forwarding is checkable)."""
+    filler = struct.pack(">I", seq) + bytes((seq + i) & 0xFF for i in range(max(0, size - 12)))
+    return (
+        _field(UNDECLARED_FIELD, filler) + pb1.Message(type=pb1.MESSAGE_SERVER_RESPONSE_ANIMATION).SerializeToString()
+    )
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -203,6 +216,8 @@ class FakeConnection:
         self.requests: Dict[str, FakeRequest] = {}
         self.sent: List[Tuple[str, bytes]] = []  # (req_id, bytes) of every animation frame sent
         self.client_close_code: Optional[int] = None
+        self.version = 1 if self.path.startswith(INGRESS_V1_PATH) else 2
+        self.controls: List[Tuple[str, str]] = []  # ("pause" | "resume" | "interrupt", req_id), in order
         self.closed = threading.Event()
         self._cond = threading.Condition()
         self._reading = threading.Event()
@@ -300,6 +315,42 @@ class FakeConnection:
         msg.server_error.connection_id = self.connection_id or ""
         self.ws.send(msg.SerializeToString())
 
+    def send_playback_state(self, req_id: str, state: int, played_ms: int = 0, reason: str = "explicit") -> bytes:
+        """Send a SERVER_PLAYBACK_STATE (state: 1 playing, 2 paused, 3 ended, 4 interrupted)."""
+        msg = pb.Message(type=pb.MESSAGE_SERVER_PLAYBACK_STATE)
+        ps = msg.server_playback_state
+        ps.connection_id = self.connection_id or ""
+        ps.req_id = req_id
+        ps.state = state  # type: ignore[assignment]
+        ps.played_ms = played_ms
+        ps.reason = reason
+        data = msg.SerializeToString()
+        self.ws.send(data)
+        return data
+
+    def send_v1_frames(self, count: int, *, size: Optional[int] = None, interval: float = 0.0) -> List[bytes]:
+        """v1: send ``count`` animation messages (they name no request: the client assigns them)."""
+        frames = []
+        for i in range(count):
+            if i and interval and self.service._stopping.wait(interval):
+                break
+            with self._cond:
+                self._seq += 1
+                data = v1_animation_frame(size or self.service.frame_size, self._seq)
+                self.ws.send(data)
+                self.sent.append(("", data))
+                self._cond.notify_all()
+            frames.append(data)
+        return frames
+
+    def send_v1_error(self, code: int, reason: str = "", req_id: str = "") -> None:
+        """v1: send a MESSAGE_ERROR (ErrorInfo)."""
+        msg = pb1.Message(type=pb1.MESSAGE_ERROR)
+        msg.error.code = code
+        msg.error.reason = reason
+        msg.error.req_id = req_id
+        self.ws.send(msg.SerializeToString())
+
     def send_message_type(self, type_number: int, payload: bytes = b"") -> None:
         """Send an envelope of an arbitrary (e.g. unknown) message type."""
         self.ws.send(pb.Message(type=type_number).SerializeToString() + payload)  # type: ignore[arg-type]
@@ -390,6 +441,7 @@ class FakeAvatarService:
         on_request: Optional[Callable[[FakeConnection, FakeRequest], None]] = None,
         port: int = 0,
         console_port: int = 0,
+        capabilities: Tuple[str, ...] = (),
     ) -> None:
         self.api_key = api_key
         self.app_id = app_id
@@ -399,6 +451,7 @@ class FakeAvatarService:
         self.frame_interval = frame_interval
         self.single_use_tokens = single_use_tokens
         self.on_request = on_request
+        self.capabilities = capabilities  # declared in each confirmation, e.g. ("playback_control", "playback_state")
         self.port = port  # the ingress's; 0 picks a free one
         self.console_port = console_port
         self.token_requests: List[TokenRequest] = []
@@ -591,8 +644,11 @@ class FakeAvatarService:
             return _response(rejection.status, rejection.body)
         parts = urlsplit(request.path)
         query = dict(parse_qsl(parts.query))
-        if parts.path != INGRESS_PATH + "/websocket":
+        v1 = parts.path == INGRESS_V1_PATH + "/websocket"
+        if parts.path != INGRESS_PATH + "/websocket" and not v1:
             return _response(404, "404 page not found")
+        if v1 and not request.headers.get("X-Connection-Id"):
+            return _response(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "missing connection id"))
         app_id = request.headers.get("X-App-ID") or query.get("appId", "")
         token = request.headers.get("X-Session-Key") or query.get("sessionKey", "")
         if not token:
@@ -604,7 +660,7 @@ class FakeAvatarService:
             if issued["expire_at"] <= time.time():
                 return _response(401, jsonapi_error(401, "UNAUTHENTICATED", "Unauthorized", "token is expired"))
             issued["used"] = True
-        if app_id != self.app_id:
+        if app_id != self.app_id and not v1:  # v1 carries no app id
             return _response(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "app id mismatch"))
         if query.get("id") != self.avatar_id:
             return _response(404, jsonapi_error(404, "NOT_FOUND", "Not Found", "avatar not found"))
@@ -632,6 +688,9 @@ class FakeAvatarService:
 
     def _serve(self, conn: FakeConnection, reply: HandshakeReply) -> None:
         ws = conn.ws
+        if conn.version == 1:
+            self._serve_v1(conn)
+            return
         first = ws.recv()
         envelope = pb.Message()
         if isinstance(first, str):
@@ -655,6 +714,9 @@ class FakeAvatarService:
         if isinstance(reply, Confirm):
             msg = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
             msg.server_confirm_session.connection_id = conn.connection_id
+            msg.server_confirm_session.capabilities.extend(
+                self.capabilities if reply.capabilities is None else reply.capabilities
+            )
             if reply.then_frames:
                 conn._send_with_frames(msg.SerializeToString(), reply.then_frames)
             else:
@@ -697,8 +759,34 @@ class FakeAvatarService:
 
                 def interrupt(req_id: str = req_id) -> None:
                     conn.requests.setdefault(req_id, FakeRequest(req_id)).interrupted = True
+                    conn.controls.append(("interrupt", req_id))
 
                 conn._record(interrupt)
+            elif envelope.type in (pb.MESSAGE_CLIENT_PAUSE, pb.MESSAGE_CLIENT_RESUME):
+                pause = envelope.type == pb.MESSAGE_CLIENT_PAUSE
+                req_id = envelope.client_pause.req_id if pause else envelope.client_resume.req_id
+                conn._record(functools.partial(conn.controls.append, ("pause" if pause else "resume", req_id)))
+                if "playback_state" in self.capabilities or "playback_control" in self.capabilities:
+                    conn.send_playback_state(req_id, 2 if pause else 1, played_ms=0, reason="explicit")
+
+    def _serve_v1(self, conn: FakeConnection) -> None:
+        """v1: no handshake (the client's X-Connection-Id is the connection id); audio in, segments out."""
+        ws = conn.ws
+        with self._lock:
+            conn.connection_id = conn.request_headers.get("X-Connection-Id", "")
+            conn.configure = pb.ClientConfigureSession(sample_rate=16000)  # v1 is 16 kHz PCM only
+            self._lock.notify_all()
+        while not self._stopping.is_set():
+            conn._reading.wait()
+            message = ws.recv()
+            if isinstance(message, str):
+                continue
+            envelope = pb1.Message()
+            envelope.ParseFromString(message)
+            conn._record(functools.partial(conn.messages.append, envelope))  # type: ignore[arg-type]
+            if envelope.type == pb1.MESSAGE_CLIENT_AUDIO_INPUT:
+                chunk = envelope.client_audio_input
+                self._on_audio(conn, chunk.req_id, chunk.audio, chunk.end)
 
     def _on_audio(self, conn: FakeConnection, req_id: str, audio: bytes, end: bool) -> None:
         def record() -> FakeRequest:
@@ -718,12 +806,18 @@ class FakeAvatarService:
         if self.on_request is not None:
             self.on_request(conn, request)
             return
+        if conn.version == 1:
+            conn.send_v1_frames(self.frames_for(conn, request), interval=self.frame_interval)
+            return
         conn.send_frames(request.req_id, self.frames_for(conn, request), interval=self.frame_interval)
 
     def frames_for(self, conn: FakeConnection, request: FakeRequest) -> int:
-        """How many frames the fake answers ``request`` with: ``frames_per_request``, or one per 40 ms."""
+        """How many frames the fake answers ``request`` with: ``frames_per_request``, or one per 40 ms (v1:
+        the segments its duration calls for, the rule clients infer the last one from)."""
         if self.frames_per_request is not None:
             return self.frames_per_request
+        if conn.version == 1:
+            return expected_segments(len(request.audio) / 2 / 16000)
         rate = conn.configure.sample_rate if conn.configure is not None and conn.configure.sample_rate else 16000
         seconds = len(request.audio) / 2 / rate
         return max(1, round(seconds / FRAME_PERIOD))
