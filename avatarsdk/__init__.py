@@ -20,6 +20,7 @@ from .session_config import (
     AgoraEgressConfig,
     AudioFormat,
     LiveKitEgressConfig,
+    OggOpusEncoderConfig,
     SessionConfig,
     SessionConfigBuilder,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Frame",
     "FrameWriter",
     "LiveKitEgressConfig",
+    "OggOpusEncoderConfig",
     "PlaybackState",
     "PlaybackStatus",
     "RequestTimeoutError",

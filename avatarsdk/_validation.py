@@ -8,7 +8,7 @@ from typing import Any, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .audio import is_wav
-from .session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
+from .session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, OggOpusEncoderConfig, SessionConfig
 
 PCM_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 OGG_OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -136,8 +136,14 @@ def check_config(config: Any) -> SessionConfig:
         )
     if check_int("bitrate", config.bitrate) < 0:
         raise ValueError(f"bitrate: expected 0 or a positive bitrate, got {config.bitrate!r}")
-    for name in ("transport_frames", "on_error", "on_close", "on_playback_state"):
+    for name in ("transport_frames", "on_error", "on_close", "on_playback_state", "on_encoded_audio"):
         check_callback(name, getattr(config, name))
+    encoder = config.ogg_opus_encoder
+    if encoder is not None:
+        if not isinstance(encoder, OggOpusEncoderConfig):
+            raise TypeError(f"ogg_opus_encoder: expected an OggOpusEncoderConfig, got {type(encoder).__name__}")
+        if config.audio_format is not AudioFormat.OGG_OPUS:
+            raise ValueError("ogg_opus_encoder: expected audio_format=OGG_OPUS (PCM sessions send PCM as it is)")
     _check_egress(config)
     return config
 
@@ -168,12 +174,12 @@ def _check_egress(config: SessionConfig) -> None:
             raise ValueError(f"agora_egress.uid: expected 0 to 4294967295, got {uid!r}")
 
 
-def check_audio(audio: Any, audio_format: AudioFormat) -> bytes:
-    """Audio for one ``send_audio`` call, as bytes."""
+def check_audio(audio: Any, audio_format: AudioFormat, *, pcm: bool = False) -> bytes:
+    """Audio for one ``send_audio`` call, as bytes (``pcm``: PCM whatever the format, for the SDK's encoder)."""
     if not isinstance(audio, (bytes, bytearray, memoryview)):
         raise TypeError(f"audio: expected bytes, bytearray or memoryview, got {type(audio).__name__}")
     data = bytes(audio)
-    if audio_format is AudioFormat.PCM_S16LE:
+    if audio_format is AudioFormat.PCM_S16LE or pcm:
         if len(data) % 2:
             raise ValueError(f"audio: expected PCM s16le (an even number of bytes), got {len(data)} bytes")
         if is_wav(data):

@@ -16,7 +16,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Tuple, Type, Union
 
-from . import _protocol, _protocol_v1
+from . import _opus, _protocol, _protocol_v1
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
 from ._protocol import peek_animation
 from ._token import request_session_token
@@ -43,8 +43,10 @@ from .session_config import (
     AgoraEgressConfig,
     AudioFormat,
     CloseCallback,
+    EncodedAudioCallback,
     ErrorCallback,
     LiveKitEgressConfig,
+    OggOpusEncoderConfig,
     PlaybackStateCallback,
     SessionConfig,
     TransportFramesCallback,
@@ -179,6 +181,19 @@ class AvatarSession:
         self._last_server_error_code: Optional[str] = None
         self._pulls: Dict[str, AvatarRequest] = {}  # open pull requests by req_id (written under the lock)
         self._capabilities: FrozenSet[str] = frozenset()
+        self._request_has_audio = False  # a chunk of the current request went out (send lock)
+        encoder = self._config.ogg_opus_encoder  # PCM → Ogg Opus in the SDK; PyAV missing fails here, before I/O
+        self._encoder = (
+            _opus.OggOpusStreamEncoder(
+                sample_rate=self._config.sample_rate,
+                bitrate=self._config.bitrate,
+                frame_duration_ms=encoder.frame_duration_ms,
+                application=encoder.application,
+            )
+            if encoder is not None
+            else None
+        )
+        self._encoded_parts: Optional[List[bytes]] = [] if self._config.on_encoded_audio is not None else None
         self._ended_req_ids: Deque[str] = deque(maxlen=64)  # recent requests whose last frame was delivered
         self._process = _process_generation()  # fork detection
         self._pid = os.getpid()
@@ -367,17 +382,56 @@ class AvatarSession:
 
         Thread-safety: safe from any thread; chunks go out whole, in the order the calls took the session.
         """
-        data = check_audio(audio, self._config.audio_format)
-        if not isinstance(end, bool):
-            raise TypeError(f"end: expected a bool, got {type(end).__name__}")
+        data = self._check_audio(audio, end)
         with self._send_lock:
             conn = self._sendable("send_audio")
             req_id = self._current_req_id or generate_log_id()
-            self._send(conn, self._encode_audio(req_id, data, end), req_id)
-            self._current_req_id = None if end else req_id
+            self._current_req_id = req_id
+            encoded = self._send_chunk(conn, req_id, data, end)
             self._last_req_id = req_id
         logger.debug("session #%d: sent %d audio bytes (req_id %s, end=%s)", self._number, len(data), req_id, end)
+        if encoded is not None:
+            safe_call("on_encoded_audio", self._config.on_encoded_audio, req_id, encoded)
         return req_id
+
+    def _check_audio(self, audio: Union[bytes, bytearray, memoryview], end: bool) -> bytes:
+        if not isinstance(end, bool):
+            raise TypeError(f"end: expected a bool, got {type(end).__name__}")
+        return check_audio(audio, self._config.audio_format, pcm=self._encoder is not None)
+
+    def _send_chunk(self, conn: Connection, req_id: str, data: bytes, end: bool) -> Optional[bytes]:
+        """Send one chunk of the current request ``req_id`` (send lock held); on its last chunk, return the
+        request's whole encoded stream if ``on_encoded_audio`` wants it."""
+        first = not self._request_has_audio
+        if self._encoder is not None:
+            payload = self._encoder.encode(data, end=end)
+            if self._encoded_parts is not None and payload:
+                self._encoded_parts.append(payload)
+            if not payload and not end:
+                return None  # less than an Opus frame so far: nothing to send yet
+        else:
+            payload = data
+            if first and self._config.audio_format is AudioFormat.OGG_OPUS and payload and payload[:4] != b"OggS":
+                raise ValueError(
+                    "audio: expected an Ogg Opus stream starting with its first page ('OggS'); to send PCM in an"
+                    " OGG_OPUS session, set ogg_opus_encoder"
+                )
+        self._send(conn, self._encode_audio(req_id, payload, end), req_id)
+        self._request_has_audio = not end
+        if end:
+            self._current_req_id = None
+            if self._encoded_parts is not None:
+                stream, self._encoded_parts = b"".join(self._encoded_parts), []
+                return stream
+        return None
+
+    def _drop_request_audio(self) -> None:
+        """The current request ends without its end chunk (interrupt, close): drop the encoder's stream."""
+        self._request_has_audio = False
+        if self._encoder is not None:
+            self._encoder.reset()
+            if self._encoded_parts is not None:
+                self._encoded_parts = []
 
     def open_request(
         self, *, frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT, deadline: Optional[float] = None
@@ -411,6 +465,7 @@ class AvatarSession:
             with self._lock:
                 self._pulls[req_id] = request
             self._current_req_id = self._last_req_id = req_id
+            self._request_has_audio = False
         return request
 
     def stream(
@@ -432,12 +487,12 @@ class AvatarSession:
             As :meth:`open_request` and :meth:`send_audio` (at the call), and as :meth:`AvatarRequest.frames`
             (from the iterator).
         """
-        data = check_audio(audio, self._config.audio_format)
+        data = self._check_audio(audio, True)
         if isinstance(chunk_ms, bool) or not isinstance(chunk_ms, int) or chunk_ms <= 0:
             raise ValueError(f"chunk_ms: expected a positive number of milliseconds, got {chunk_ms!r}")
         request = self.open_request(frame_timeout=frame_timeout, deadline=deadline)
         try:
-            if self._config.audio_format is AudioFormat.PCM_S16LE:
+            if self._config.audio_format is AudioFormat.PCM_S16LE or self._encoder is not None:
                 step = max(2, self._config.sample_rate * chunk_ms // 1000 * 2)
                 for start in range(0, max(len(data), 1), step):
                     request.send(data[start : start + step], end=start + step >= len(data))
@@ -460,18 +515,16 @@ class AvatarSession:
         return list(self.stream(audio, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline))
 
     def _send_for_request(self, req_id: str, audio: Union[bytes, bytearray, memoryview], end: bool) -> None:
-        data = check_audio(audio, self._config.audio_format)
-        if not isinstance(end, bool):
-            raise TypeError(f"end: expected a bool, got {type(end).__name__}")
+        data = self._check_audio(audio, end)
         with self._send_lock:
             conn = self._sendable("send")
             if self._current_req_id != req_id:
                 raise ValueError(
                     f"send(): request {req_id} is over (its end=True chunk was sent, or it was interrupted)"
                 )
-            self._send(conn, self._encode_audio(req_id, data, end), req_id)
-            if end:
-                self._current_req_id = None
+            encoded = self._send_chunk(conn, req_id, data, end)
+        if encoded is not None:
+            safe_call("on_encoded_audio", self._config.on_encoded_audio, req_id, encoded)
 
     def _encode_audio(self, req_id: str, data: bytes, end: bool) -> bytes:
         """The audio message for this session's ingress (called with the send lock held)."""
@@ -495,6 +548,7 @@ class AvatarSession:
                 self._send(conn, _protocol.encode_interrupt(req_id), req_id)
                 if self._current_req_id == req_id:
                     self._current_req_id = None
+                    self._drop_request_audio()
             logger.debug("session #%d: abandoned request %s interrupted", self._number, req_id)
         except (AvatarSDKError, ValueError):
             logger.debug("session #%d: could not interrupt abandoned request %s", self._number, req_id)
@@ -546,6 +600,7 @@ class AvatarSession:
             self._send(conn, encode(req_id), req_id)
             if ends_request:
                 self._current_req_id = None
+                self._drop_request_audio()
         logger.debug("session #%d: %s req_id %s", self._number, op, req_id)
         return req_id
 
@@ -801,6 +856,7 @@ class AvatarSession:
         reader.join()  # it queued the end as its last act
         with self._send_lock:
             conn.close()
+            self._drop_request_audio()  # the encoder's stream, if a request was cut off
         with self._lock:
             user_closed = self._user_closed
             if self._state is _State.STARTED:
@@ -933,6 +989,8 @@ def new_avatar_session(
     on_error: Optional[ErrorCallback] = None,
     on_close: Optional[CloseCallback] = None,
     on_playback_state: Optional[PlaybackStateCallback] = None,
+    ogg_opus_encoder: Optional[OggOpusEncoderConfig] = None,
+    on_encoded_audio: Optional[EncodedAudioCallback] = None,
     livekit_egress: Optional[LiveKitEgressConfig] = None,
     agora_egress: Optional[AgoraEgressConfig] = None,
     http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
@@ -970,6 +1028,8 @@ def new_avatar_session(
         on_error=on_error,
         on_close=on_close,
         on_playback_state=on_playback_state,
+        ogg_opus_encoder=ogg_opus_encoder,
+        on_encoded_audio=on_encoded_audio,
         console_endpoint_url=console_endpoint_url,
         ingress_endpoint_url=ingress_endpoint_url,
         livekit_egress=livekit_egress,

@@ -21,8 +21,10 @@ __all__ = [
     "AgoraEgressConfig",
     "AudioFormat",
     "CloseCallback",
+    "EncodedAudioCallback",
     "ErrorCallback",
     "LiveKitEgressConfig",
+    "OggOpusEncoderConfig",
     "PlaybackStateCallback",
     "SessionConfig",
     "SessionConfigBuilder",
@@ -38,6 +40,8 @@ ErrorCallback = Callable[["AvatarSDKError"], None]
 CloseCallback = Callable[[], None]
 #: ``on_playback_state(state)``: a playback-state message (the service's newer generation).
 PlaybackStateCallback = Callable[["PlaybackState"], None]
+#: ``on_encoded_audio(req_id, ogg_stream)``: a request's whole Ogg Opus stream as the SDK encoded it.
+EncodedAudioCallback = Callable[[str, bytes], None]
 
 
 class AudioFormat(str, Enum):
@@ -45,6 +49,22 @@ class AudioFormat(str, Enum):
 
     PCM_S16LE = "pcm_s16le"
     OGG_OPUS = "ogg_opus"
+
+
+@dataclass
+class OggOpusEncoderConfig:
+    """Encode PCM to Ogg Opus in the SDK (``audio_format=OGG_OPUS`` sessions; needs the ``audio`` extra).
+
+    With it, ``send_audio()`` takes PCM s16le mono at the session's rate and sends one continuous Ogg Opus
+    stream per request, encoded with libopus (PyAV).
+
+    Attributes:
+        frame_duration_ms: Opus frame length: 2.5, 5, 10, 20, 40 or 60 ms.
+        application: libopus mode: ``"audio"``, ``"voip"`` or ``"lowdelay"``.
+    """
+
+    frame_duration_ms: float = 20
+    application: str = "audio"
 
 
 @dataclass
@@ -122,6 +142,10 @@ class SessionConfig:
         agora_egress: Publish to an Agora channel (exclusive with ``livekit_egress``).
         on_playback_state: Receives playback-state messages (the service's newer generation answers each
             ``pause()``/``resume()`` with one), on the dispatcher thread.
+        ogg_opus_encoder: With ``audio_format=OGG_OPUS``, encode the PCM given to ``send_audio()`` in the SDK
+            (:class:`OggOpusEncoderConfig`); without it, ``send_audio()`` takes Ogg Opus bytes as they are.
+        on_encoded_audio: ``(req_id, ogg_stream)``: each request's whole encoded stream, once its last chunk
+            is sent (with ``ogg_opus_encoder``), on the thread that sent it.
     """
 
     avatar_id: str = ""
@@ -140,6 +164,8 @@ class SessionConfig:
     livekit_egress: Optional[LiveKitEgressConfig] = None
     agora_egress: Optional[AgoraEgressConfig] = None
     on_playback_state: Optional[PlaybackStateCallback] = None
+    ogg_opus_encoder: Optional[OggOpusEncoderConfig] = None
+    on_encoded_audio: Optional[EncodedAudioCallback] = None
 
     def __post_init__(self) -> None:
         self.audio_format = _coerce_audio_format(self.audio_format)
@@ -237,6 +263,16 @@ class SessionConfigBuilder:
     def with_on_playback_state(self, handler: PlaybackStateCallback) -> SessionConfigBuilder:
         """Set the playback-state callback."""
         self._config.on_playback_state = handler
+        return self
+
+    def with_ogg_opus_encoder(self, config: Optional[OggOpusEncoderConfig] = None) -> SessionConfigBuilder:
+        """Encode PCM to Ogg Opus in the SDK (for ``OGG_OPUS`` sessions)."""
+        self._config.ogg_opus_encoder = config or OggOpusEncoderConfig()
+        return self
+
+    def with_on_encoded_audio(self, handler: EncodedAudioCallback) -> SessionConfigBuilder:
+        """Set the callback that receives each request's encoded Ogg Opus stream."""
+        self._config.on_encoded_audio = handler
         return self
 
     def build(self) -> SessionConfig:
