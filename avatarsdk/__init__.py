@@ -15,6 +15,7 @@ from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, Ses
 from .framefile import FrameWriter, read_frames
 from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
+from .pool import PoolStats, PoolTimeoutError, SessionPool
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -40,9 +41,12 @@ __all__ = [
     "OggOpusEncoderConfig",
     "PlaybackState",
     "PlaybackStatus",
+    "PoolStats",
+    "PoolTimeoutError",
     "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",
+    "SessionPool",
     "SessionTokenError",
     "__version__",
     "chunk_pcm",

@@ -268,11 +268,11 @@ class Connection:
             pass
 
     def release_copy(self) -> None:
-        """Close this process's copy of the socket after a fork, leaving the connection to the parent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
+        """Close this process's copy of the socket after a fork, leaving the connection to the parent (no lock:
+        one held by a parent thread at the fork would never be released in the child)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._sock.close()
         except OSError:

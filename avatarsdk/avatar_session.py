@@ -214,6 +214,11 @@ class AvatarSession:
         return self._connection_id
 
     @property
+    def current_req_id(self) -> Optional[str]:
+        """The request whose ``end=True`` chunk has not been sent yet (``None`` between requests)."""
+        return self._current_req_id
+
+    @property
     def capabilities(self) -> FrozenSet[str]:
         """What the server declared in its confirmation (the service's newer generation), e.g.
         ``{"playback_control", "playback_state"}``; empty before ``start()`` and for older servers."""
@@ -669,10 +674,10 @@ class AvatarSession:
 
     def _close_in_forked_child(self) -> None:
         """close() in a child of the process that made the session: release this process's copy of the socket
-        without a close frame or a shutdown (either would end the parent's connection); no callbacks."""
-        with self._lock:
-            self._state = _State.CLOSED
-            conn, self._conn = self._conn, None
+        without a close frame or a shutdown (either would end the parent's connection); no callbacks. No lock
+        is taken: one held by a parent thread at the fork stays held forever in the child."""
+        self._state = _State.CLOSED
+        conn, self._conn = self._conn, None
         if conn is not None:
             conn.release_copy()
 

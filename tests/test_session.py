@@ -969,3 +969,15 @@ def test_a_session_dropped_after_init_lets_its_thread_go(service: FakeAvatarServ
     gc.collect()
     parked.join(5)
     assert not parked.is_alive()
+
+
+def test_current_req_id_follows_the_request(service: FakeAvatarService, make_session: MakeSession) -> None:
+    session = started(make_session)
+    assert session.current_req_id is None
+    req_id = session.send_audio(pcm(0.04))
+    assert session.current_req_id == req_id
+    session.send_audio(pcm(0.04), end=True)
+    assert session.current_req_id is None
+    session.send_audio(pcm(0.04))
+    session.interrupt()
+    assert session.current_req_id is None

@@ -112,3 +112,10 @@ def test_session_kwargs_are_valid_for_an_hour(service: FakeAvatarService) -> Non
     assert kwargs["app_id"] == "x"
     ahead = kwargs["expire_at"] - datetime.now(timezone.utc)
     assert timedelta(minutes=59) < ahead <= timedelta(hours=1)
+
+
+def test_starting_and_closing_at_once_is_clean() -> None:
+    """A stand-in closed before any connection must not leave an error in its threads."""
+    for _ in range(50):
+        with FakeAvatarService():
+            pass

@@ -486,11 +486,21 @@ class FakeAvatarService:
             self._http_server = None
             raise
         console = functools.partial(self._http_server.serve_forever, poll_interval=0.05)  # shutdown() waits a poll
-        for target, name in ((console, "console"), (self._ws_server.serve_forever, "ingress")):
+        for target, name in ((console, "console"), (self._serve_ingress_forever, "ingress")):
             thread = threading.Thread(target=target, name=f"fakeservice-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
+
+    def _serve_ingress_forever(self) -> None:
+        assert self._ws_server is not None
+        try:
+            self._ws_server.serve_forever()
+        except OSError:
+            # websockets may trip on its listening socket being closed by close() (EBADF) before it noticed
+            # the shutdown: expected then, a fault otherwise.
+            if not self._stopping.is_set():
+                raise
 
     def _serve_ingress(self) -> Server:
         return serve(

@@ -1,0 +1,116 @@
+"""Many concurrent utterances through one SessionPool, then a summary table.
+
+    python samples/connection_pool.py --local       # built-in stand-in service (AVATARSDK_LOCAL=1 works too)
+    python samples/connection_pool.py               # real service: set AVATARSDK_API_KEY, AVATARSDK_APP_ID,
+        AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL and AVATARSDK_INGRESS_URL
+
+Each worker thread plays the part of a web request handler: it takes a session from the pool, streams one
+utterance (a generated tone of --seconds) and iterates over its frames as they arrive, the way a relay would
+forward them to its client. At most --max-size sessions exist at once, however many utterances run.
+Exit status: 0 when every utterance got its frames, 1 otherwise, 2 for missing credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import struct
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, NamedTuple, Optional
+
+from avatarsdk import AvatarSDKError, SessionPool
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("--local", action="store_true", help="use the built-in stand-in service")
+parser.add_argument("--utterances", type=int, default=16, help="how many utterances to send (16)")
+parser.add_argument("--concurrency", type=int, default=8, help="worker threads sending at once (8)")
+parser.add_argument("--max-size", type=int, default=4, help="the pool's max_size (4)")
+parser.add_argument("--seconds", type=float, default=1.0, help="audio per utterance, in seconds (1.0)")
+args = parser.parse_args()
+if min(args.utterances, args.concurrency, args.max_size) < 1 or args.seconds <= 0:
+    parser.error("--utterances, --concurrency, --max-size and --seconds must be positive")
+
+service = None
+if args.local or os.environ.get("AVATARSDK_LOCAL") == "1":
+    from avatarsdk.testing import FakeAvatarService  # the "testing" extra
+
+    service = FakeAvatarService(frame_interval=0.04).start()  # 25 frames per second, like the service
+    settings: Dict[str, str] = service.credentials()
+else:
+    names = ["api_key", "app_id", "avatar_id", "console_endpoint_url", "ingress_endpoint_url"]
+    variables = ["AVATARSDK_" + v for v in ("API_KEY", "APP_ID", "AVATAR_ID", "CONSOLE_URL", "INGRESS_URL")]
+    missing = [v for v in variables if not os.environ.get(v)]
+    if missing:
+        print(f"error: set {', '.join(missing)} (or use --local)", file=sys.stderr)
+        sys.exit(2)
+    settings = {name: os.environ[var] for name, var in zip(names, variables)}
+
+rate = 16000
+samples = int(args.seconds * rate)
+pcm = struct.pack(f"<{samples}h", *(int(6000 * math.sin(i * 0.0864)) for i in range(samples)))
+
+
+class Row(NamedTuple):
+    number: int
+    req_id: str
+    frames: int
+    size: int
+    wait: Optional[float]  # seconds in pool.stream(): borrowing a session (maybe waiting) and sending the audio
+    first_frame: Optional[float]  # seconds from the audio sent to the first frame
+    total: float  # seconds from asking the pool to the last frame
+    error: Optional[str]
+
+
+def utterance(number: int) -> Row:
+    began = time.monotonic()
+    req_id, frames, size, wait, first = "-", 0, 0, None, None
+    try:
+        stream = pool.stream(pcm, timeout=60, frame_timeout=10)  # borrowed and sent here; returned at the end
+        wait = time.monotonic() - began
+        for frame in stream:
+            if first is None:
+                first = time.monotonic() - began - wait
+            req_id, frames, size = frame.req_id, frames + 1, size + len(frame.data)
+    except AvatarSDKError as err:
+        return Row(number, req_id, frames, size, wait, first, time.monotonic() - began, str(err))
+    return Row(number, req_id, frames, size, wait, first, time.monotonic() - began, None)
+
+
+def ms(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+started = time.monotonic()
+with SessionPool(
+    **settings, max_size=args.max_size, on_error=lambda err: print(f"session error: {err}", file=sys.stderr)
+) as pool:
+    with ThreadPoolExecutor(args.concurrency, thread_name_prefix="utterance") as workers:
+        rows: List[Row] = list(workers.map(utterance, range(1, args.utterances + 1)))
+    elapsed = time.monotonic() - started
+    stats = pool.stats()
+if service is not None:
+    service.close()
+
+header = ("#", "req_id", "frames", "bytes", "wait", "first frame", "total", "")
+table = [header] + [
+    (str(r.number), r.req_id, str(r.frames), f"{r.size:,}", ms(r.wait), ms(r.first_frame), ms(r.total), r.error or "")
+    for r in rows
+]
+widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+right = (0, 2, 3, 4, 5, 6)  # numbers are right-aligned
+for line in table:
+    cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+    print("  ".join(cells).rstrip())
+ok = [r for r in rows if r.error is None and r.frames > 0]
+print(
+    f"{len(ok)} of {len(rows)} utterances, {sum(r.frames for r in ok)} frames in {elapsed:.2f} s:"
+    f" {len(rows) / elapsed:.1f} utterances/s"
+)
+print(
+    f"pool: max_size {args.max_size}, created {stats.created}, discarded {stats.discarded}, waits {stats.waits},"
+    f" timeouts {stats.timeouts}, failed {stats.failed}"
+)
+sys.exit(0 if len(ok) == len(rows) else 1)
