@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ._network import InsecureTransportWarning
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
@@ -37,6 +38,7 @@ __all__ = [
     "AvatarSession",
     "Frame",
     "FrameWriter",
+    "InsecureTransportWarning",
     "LiveKitEgressConfig",
     "OggOpusEncoderConfig",
     "PlaybackState",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import json
 import logging
-from datetime import datetime
-from typing import Optional, Tuple
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -19,48 +24,157 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20  # a token response is tiny; anything past 1 MiB is not one
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the token call is retried: connection failures, 5xx and 429 only (never another 4xx), with capped,
+    fully jittered exponential backoff (``base * 2**n``, at most ``cap``), ``Retry-After`` honoured, and at
+    most ``retries`` retries within ``deadline`` seconds of the first attempt."""
+
+    retries: int = 2
+    deadline: Optional[float] = 30.0
+    base: float = 0.5
+    cap: float = 8.0
+
+    def delay(self, attempt: int, retry_after: Optional[float]) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        backoff = random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))  # noqa: S311 - jitter
+        return max(backoff, retry_after or 0.0)
+
+
+NO_RETRIES = RetryPolicy(retries=0)
+
+
 def request_session_token(
     console_endpoint_url: str,
     *,
     api_key: str,
     expire_at: datetime,
     timeout: Optional[Tuple[Optional[float], Optional[float]]],
+    retry: RetryPolicy = NO_RETRIES,
+    http: Optional[requests.Session] = None,
+    request_options: Optional[Dict[str, Any]] = None,
 ) -> str:
-    """Ask the console for a session token valid until ``expire_at``.
+    """Ask the console for a session token valid until ``expire_at``, retrying as ``retry`` says.
 
     Raises:
-        SessionTokenError: the call failed (network, HTTP status, error document or unusable body).
+        SessionTokenError: the call failed (network, HTTP status, error document or unusable body); after
+            retries, the last attempt's error, its message saying how many attempts were made.
     """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = _request_once(
+            console_endpoint_url,
+            api_key=api_key,
+            expire_at=expire_at,
+            timeout=timeout,
+            http=http,
+            options=request_options or {},
+        )
+        if isinstance(outcome, str):
+            return outcome
+        err, retry_after = outcome
+        if not _worth_retrying(err) or attempt > retry.retries:
+            raise _after(err, attempt, "")
+        delay = retry.delay(attempt, retry_after)
+        if retry.deadline is not None and time.monotonic() - started + delay > retry.deadline:
+            raise _after(err, attempt, "; the next would pass the retry deadline")
+        logger.debug("token call failed (%s); retry %d in %.2fs", err.code.value, attempt, delay)
+        time.sleep(delay)
+
+
+def _after(err: SessionTokenError, attempts: int, why: str) -> SessionTokenError:
+    if attempts > 1 or why:
+        err.message = f"{err.message} (after {attempts} attempt{'s' if attempts > 1 else ''}{why})"
+        err.args = (err.message,)
+    return err
+
+
+def _worth_retrying(err: SessionTokenError) -> bool:
+    """Connection failures, 5xx and 429: the call may succeed later. Never another 4xx."""
+    if not err.retryable:
+        return False
+    status = err.http_status
+    return status is None or status == 429 or status >= 500
+
+
+def _request_once(
+    console_endpoint_url: str,
+    *,
+    api_key: str,
+    expire_at: datetime,
+    timeout: Optional[Tuple[Optional[float], Optional[float]]],
+    http: Optional[requests.Session],
+    options: Dict[str, Any],
+) -> Union[str, Tuple[SessionTokenError, Optional[float]]]:
+    """One token call: the token, or the error and the server's ``Retry-After`` in seconds (if any)."""
     url = session_token_url(console_endpoint_url)
     host = urlsplit(url).netloc
     payload = {"expireAt": int(expire_at.timestamp())}
     headers = {"X-Api-Key": api_key, "Content-Type": "application/json", "Accept": "application/json"}
     logger.debug("requesting a session token from %s (expireAt=%d)", host, payload["expireAt"])
     try:
-        with (
-            requests.Session() as http,
-            http.post(url, data=json.dumps(payload), headers=headers, timeout=timeout, stream=True) as resp,
-        ):
+        with contextlib.ExitStack() as stack:
+            client = http if http is not None else stack.enter_context(requests.Session())
+            resp = stack.enter_context(
+                client.post(url, data=json.dumps(payload), headers=headers, timeout=timeout, stream=True, **options)
+            )
             status = resp.status_code
+            retry_after = _retry_after(resp.headers.get("Retry-After"))
             body = _read_limited(resp)
     except requests.Timeout as exc:
-        raise _transport_error(f"token call to {host} timed out ({type(exc).__name__})") from exc
+        return _transport_error(f"token call to {host} timed out ({type(exc).__name__})", exc), None
     except requests.ConnectionError as exc:
-        raise _transport_error(f"could not reach {host} for a session token ({type(exc).__name__})") from exc
+        return _transport_error(f"could not reach {host} for a session token ({_reason(exc)})", exc), None
     except requests.RequestException as exc:
-        raise SessionTokenError(
-            f"token call to {host} failed: {type(exc).__name__}",
-            code=AvatarSDKErrorCode.connectionFailed,
-        ) from exc
-    if body is None:
-        raise SessionTokenError(
-            f"token response from {host} is larger than {MAX_BODY_BYTES} bytes",
-            code=AvatarSDKErrorCode.protocolError,
-            http_status=status,
+        err = SessionTokenError(
+            f"token call to {host} failed: {_reason(exc)}", code=AvatarSDKErrorCode.connectionFailed
         )
-    token = parse_token_response(status, body, secrets=(api_key,))
+        err.__cause__ = exc
+        return err, None
+    if body is None:
+        return (
+            SessionTokenError(
+                f"token response from {host} is larger than {MAX_BODY_BYTES} bytes",
+                code=AvatarSDKErrorCode.protocolError,
+                http_status=status,
+            ),
+            None,
+        )
+    try:
+        token = parse_token_response(status, body, secrets=(api_key,))
+    except SessionTokenError as err:
+        return err, retry_after
     logger.debug("session token obtained from %s (%d characters)", host, len(token))
     return token
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110); ``None`` if absent or unusable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's class name (e.g. ``SSLCertVerificationError``, ``ProxyError``), never its text
+    (which may hold URLs)."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    inner = type(seen).__name__
+    return inner if inner == type(exc).__name__ else f"{type(exc).__name__}: {inner}"
 
 
 def _read_limited(resp: requests.Response) -> Optional[bytes]:
@@ -74,9 +188,11 @@ def _read_limited(resp: requests.Response) -> Optional[bytes]:
     return b"".join(chunks)
 
 
-def _transport_error(message: str) -> SessionTokenError:
+def _transport_error(message: str, cause: BaseException) -> SessionTokenError:
     code, retryable, _ = classify(phase=PHASE_SESSION_TOKEN, transport=True)
-    return SessionTokenError(message, code=code, retryable=retryable)
+    err = SessionTokenError(message, code=code, retryable=retryable)
+    err.__cause__ = cause
+    return err
 
 
 def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] = ()) -> str:

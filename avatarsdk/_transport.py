@@ -10,6 +10,7 @@ it queues. Decoding and user code happen on the dispatcher thread (``_dispatch.p
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NORMAL = 1000
 CLOSE_ABNORMAL = 1006  # never sent on the wire: "the connection was lost without a close frame"
 RECV_SIZE = 256 * 1024  # bytes asked of each recv(): many frames per system call in a burst
+_POLL = hasattr(select, "poll")  # poll() has no FD_SETSIZE limit: hundreds of sessions may be open
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Connection:
         self.pending: List[Message] = []  # received during the handshake, after its reply
         self.end: Optional[StreamEnd] = None  # set by the reader when the receive side ends
         self.close_sent = False
+        self.ping_interval: Optional[float] = None
+        self.ping_timeout: Optional[float] = None
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -87,15 +91,25 @@ class Connection:
         connect_timeout: Optional[float],
         secrets: Tuple[str, ...],
         max_message_size: Optional[int] = None,
+        options: Optional[Dict[str, Any]] = None,
+        keepalive: Tuple[Optional[float], Optional[float]] = (None, None),
     ) -> Connection:
-        """Connect and upgrade; raise :class:`AvatarSDKError` (phase ``websocket_connect``) on failure."""
+        """Connect and upgrade; raise :class:`AvatarSDKError` (phase ``websocket_connect``) on failure.
+
+        ``options`` are websocket-client ``connect`` options (TLS, proxy); ``keepalive`` is
+        ``(ping_interval, ping_timeout)`` for the reader.
+        """
         host = urlsplit(url).netloc
-        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True, **_socket_options(options))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("connecting to %s", _protocol.redact_url(url))
         try:
             ws.connect(
-                url, header=[f"{k}: {v}" for k, v in headers.items()], timeout=connect_timeout, suppress_origin=True
+                url,
+                header=[f"{k}: {v}" for k, v in headers.items()],
+                timeout=connect_timeout,
+                suppress_origin=True,
+                **_connect_options(options),
             )
         except websocket.WebSocketBadStatusException as exc:
             _abort(ws)
@@ -103,7 +117,7 @@ class Connection:
         except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
             _abort(ws)
             raise _connect_failed(f"connecting to {host} timed out after {connect_timeout}s") from exc
-        except (websocket.WebSocketAddressException, OSError) as exc:
+        except (websocket.WebSocketAddressException, websocket.WebSocketProxyException, OSError) as exc:
             _abort(ws)
             raise _connect_failed(f"could not connect to {host}: {_describe(exc)}") from exc
         except websocket.WebSocketException as exc:
@@ -113,7 +127,9 @@ class Connection:
                 f"WebSocket upgrade with {host} failed: {type(exc).__name__}",
                 phase=PHASE_WEBSOCKET_CONNECT,
             ) from exc
-        return cls(ws, host, secrets, max_message_size)
+        conn = cls(ws, host, secrets, max_message_size)
+        conn.ping_interval, conn.ping_timeout = keepalive
+        return conn
 
     def send_configure(self, configure: bytes, timeout: Optional[float]) -> None:
         """Send CLIENT_CONFIGURE_SESSION, the handshake's first message (phase ``websocket_handshake``)."""
@@ -253,6 +269,24 @@ class Connection:
         except (websocket.WebSocketException, OSError, AttributeError):
             return False
 
+    def wait_readable(self, timeout: float) -> bool:
+        """Whether bytes can be read within ``timeout`` seconds (TLS bytes already decrypted count)."""
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        if _POLL:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+            return bool(poller.poll(max(0.0, timeout) * 1000))
+        return bool(select.select([sock], [], [], max(0.0, timeout))[0])
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (failures surface on the receive side)."""
+        try:
+            self._ws.ping(payload)
+        except (websocket.WebSocketException, OSError, AttributeError):
+            pass
+
     def pong(self, payload: bytes) -> None:
         """Answer a ping (failures surface on the receive side)."""
         try:
@@ -299,9 +333,26 @@ def _abort(ws: websocket.WebSocket) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """A short reason, never the exception's full text (which may hold URLs)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed ({exc.verify_message or exc.reason})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, websocket.WebSocketProxyException):
+        return "the proxy refused the tunnel"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+def _socket_options(options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The options websocket-client takes when the WebSocket object is made (TLS)."""
+    return {"sslopt": options["sslopt"]} if options and "sslopt" in options else {}
+
+
+def _connect_options(options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The options websocket-client takes in ``connect()`` (proxy)."""
+    return {k: v for k, v in (options or {}).items() if k != "sslopt"}
 
 
 def _type_of(reply: _protocol.Decoded) -> str:
@@ -439,6 +490,7 @@ class Reader:
     def _receive(self) -> None:
         conn, queue = self._conn, self._queue
         parser = conn.parser
+        keepalive = _Keepalive()
         end = StreamEnd(None, "", RuntimeError("reader stopped"))
         try:
             messages, conn.pending = conn.pending, []
@@ -452,10 +504,15 @@ class Reader:
                         break
                 elif messages:
                     self._put(messages)
+                if conn.ping_interval is not None and not keepalive.wait(conn):
+                    end = keepalive.dead_end(conn)
+                    break
                 try:
                     messages = conn.receive()
                 except socket.timeout:
                     messages = []  # idle: the socket timeout bounds sends, not silence
+                    continue
+                keepalive.heard()
         except FrameError as exc:
             logger.debug("invalid frame from the server: %s", exc)
             if exc.messages:  # complete before the fault: still delivered (a close among them wins)
@@ -510,6 +567,48 @@ class Reader:
         if data:
             self._put(data)
         return None
+
+
+class _Keepalive:
+    """Pings the server after ``ping_interval`` seconds without hearing from it; a ping that ``ping_timeout``
+    seconds bring no byte back means a dead peer (anything received proves the peer alive)."""
+
+    def __init__(self) -> None:
+        self._last_heard = time.monotonic()
+        self._ping_sent: Optional[float] = None
+
+    def heard(self) -> None:
+        self._last_heard = time.monotonic()
+        self._ping_sent = None
+
+    def wait(self, conn: Connection) -> bool:
+        """Wait until bytes can be read, pinging on the way; ``False`` if the peer is dead."""
+        assert conn.ping_interval is not None
+        while True:
+            now = time.monotonic()
+            if self._ping_sent is None:
+                until = self._last_heard + conn.ping_interval
+            elif conn.ping_timeout is None:
+                until = now + conn.ping_interval  # no limit on the answer: ping again later
+            else:
+                until = self._ping_sent + conn.ping_timeout
+            if conn.wait_readable(until - now):
+                return True
+            if self._ping_sent is not None and conn.ping_timeout is not None:
+                return False
+            logger.debug("no data for %ss: ping", conn.ping_interval)
+            conn.ping(b"avatarsdk")
+            self._ping_sent = time.monotonic()
+
+    def dead_end(self, conn: Connection) -> StreamEnd:
+        fault = AvatarSDKError(
+            AvatarSDKErrorCode.connectionClosed,
+            f"no answer from {conn.host} to a ping within {conn.ping_timeout}s: the connection is dead",
+            phase=PHASE_WEBSOCKET_RUNTIME,
+            close_code=CLOSE_ABNORMAL,
+            retryable=True,
+        )
+        return StreamEnd(None, "", TimeoutError("keepalive"), fault)
 
 
 def _sendable_close_code(code: int) -> bool:

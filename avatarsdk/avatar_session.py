@@ -14,12 +14,15 @@ import weakref
 from collections import deque
 from datetime import datetime
 from types import TracebackType
-from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Tuple, Type, Union
+from typing import Callable, Deque, Dict, FrozenSet, Generator, List, Optional, Tuple, Type, Union
+
+import requests
 
 from . import _opus, _protocol, _protocol_v1
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
+from ._network import ClientCert, NetworkOptions, user_stacklevel, warn_insecure_transport
 from ._protocol import peek_animation
-from ._token import request_session_token
+from ._token import RetryPolicy, request_session_token
 from ._transport import CLOSE_NORMAL, Connection, ParkedThread, Reader, StreamEnd, closed_error, server_error
 from ._validation import (
     HttpTimeout,
@@ -63,6 +66,10 @@ DEFAULT_SEND_TIMEOUT = 10.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 DEFAULT_FRAME_TIMEOUT = 10.0
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
+DEFAULT_HTTP_RETRIES = 2
+DEFAULT_HTTP_RETRY_DEADLINE = 30.0
 DEFAULT_CHUNK_MS = 100
 
 _session_numbers = itertools.count(1)
@@ -119,8 +126,21 @@ class AvatarSession:
             reading (TCP back-pressure) until the callbacks catch up.
         max_message_size: Largest message accepted from the server, in bytes (``None``: no limit); a larger
             one ends the session with ``protocolError`` (close code 1009).
+        ping_interval: Seconds of silence from the server after which a WebSocket ping is sent (``None``: no
+            keepalive).
+        ping_timeout: Seconds a ping may go unanswered (no pong, no data) before the connection counts as dead:
+            the session then ends with ``connectionClosed`` (close code 1006, retryable).
+        http_retries: Retries of the token call after connection failures, 5xx and 429 (never another 4xx),
+            with capped, jittered exponential backoff and ``Retry-After`` honoured.
+        http_retry_deadline: Seconds from the first token call within which retries may happen.
+        verify_tls: Check the servers' certificates (the default; ``False`` warns).
+        ca_bundle: A PEM file of certificate authorities to trust instead of the default store.
+        client_cert: A client certificate: a PEM file holding certificate and key, or ``(cert, key)`` paths.
+        proxy: ``http://[user:password@]host:port`` for both connections; by default the environment's
+            ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` apply, as in requests and websocket-client.
 
-    Every timeout may be ``None`` for no limit.
+    Every timeout may be ``None`` for no limit. Credentials that would travel unencrypted to another host, or in
+    a URL query, raise an ``InsecureTransportWarning`` when the session is created.
 
     Raises:
         TypeError, ValueError: a field of ``config`` or an argument is invalid (the message names it).
@@ -137,9 +157,27 @@ class AvatarSession:
         close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
         max_queued_frames: int = DEFAULT_MAX_QUEUED,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+        ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+        http_retries: int = DEFAULT_HTTP_RETRIES,
+        http_retry_deadline: Optional[float] = DEFAULT_HTTP_RETRY_DEADLINE,
+        verify_tls: bool = True,
+        ca_bundle: Optional[str] = None,
+        client_cert: Optional[ClientCert] = None,
+        proxy: Optional[str] = None,
+        _warn_insecure: bool = True,
     ) -> None:
         check_config(config)
         self._config = _copy_config(config)
+        self._v1 = _protocol_v1.is_v1(self._config.ingress_endpoint_url)
+        if self._v1:
+            _check_v1(self._config)
+            warnings.warn(
+                "the v1 ingress (/v1/driveningress) is deprecated by the service; use /v2/driveningress",
+                DeprecationWarning,
+                stacklevel=user_stacklevel(),
+            )
+        self._segments = _protocol_v1.SegmentCounter() if self._v1 else None  # v1: frames → requests
         self._http_timeout = check_http_timeout(http_timeout)
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._handshake_timeout = check_timeout("handshake_timeout", handshake_timeout)
@@ -151,16 +189,22 @@ class AvatarSession:
         if max_message_size is not None and check_int("max_message_size", max_message_size) < 1:
             raise ValueError(f"max_message_size: expected at least 1 byte or None, got {max_message_size!r}")
         self._max_message_size = max_message_size
-
-        self._v1 = _protocol_v1.is_v1(self._config.ingress_endpoint_url)
-        if self._v1:
-            _check_v1(self._config)
-            warnings.warn(
-                "the v1 ingress (/v1/driveningress) is deprecated by the service; use /v2/driveningress",
-                DeprecationWarning,
-                stacklevel=_caller_stacklevel(),
+        self._ping_interval = check_timeout("ping_interval", ping_interval)
+        self._ping_timeout = check_timeout("ping_timeout", ping_timeout)
+        if check_int("http_retries", http_retries) < 0:
+            raise ValueError(f"http_retries: expected 0 or more, got {http_retries!r}")
+        self._retry = RetryPolicy(
+            retries=http_retries, deadline=check_timeout("http_retry_deadline", http_retry_deadline)
+        )
+        self._net = NetworkOptions.checked(
+            verify_tls=verify_tls, ca_bundle=ca_bundle, client_cert=client_cert, proxy=proxy
+        )
+        if _warn_insecure:  # a pool warns once, for all its sessions
+            warn_insecure_transport(
+                config.console_endpoint_url, config.ingress_endpoint_url, use_query_auth=config.use_query_auth
             )
-        self._segments = _protocol_v1.SegmentCounter() if self._v1 else None  # v1: frames → requests
+        self._http: Optional[requests.Session] = None  # the token calls' connection pool, made by init()
+
         self._configure = _protocol.encode_configure(self._config)  # the handshake's first message, ready
         self._number = next(_session_numbers)
         self._lock = threading.Lock()  # guards the state below
@@ -257,11 +301,16 @@ class AvatarSession:
             self._require("init", _State.NEW, _State.INITIALIZED)
         config = self._config
         expire_at: datetime = check_expire_at(config.expire_at)
+        if self._http is None:
+            self._http = requests.Session()
         token = request_session_token(
             config.console_endpoint_url,
             api_key=config.api_key,
             expire_at=expire_at,
             timeout=self._http_timeout,
+            retry=self._retry,
+            http=self._http,
+            request_options=self._net.requests_kwargs(),
         )
         with self._lock:
             if self._state in (_State.NEW, _State.INITIALIZED):
@@ -312,6 +361,8 @@ class AvatarSession:
                 connect_timeout=self._connect_timeout,
                 secrets=_secrets(config, token),
                 max_message_size=self._max_message_size,
+                options=self._net.websocket_options(),
+                keepalive=(self._ping_interval, self._ping_timeout),
             )
         except BaseException:
             self._start_failed()
@@ -480,12 +531,13 @@ class AvatarSession:
         chunk_ms: int = DEFAULT_CHUNK_MS,
         frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
         deadline: Optional[float] = None,
-    ) -> Iterator[Frame]:
+    ) -> Generator[Frame, None, None]:
         """Send a whole utterance and return an iterator over its frames.
 
         The audio is sent at once, in chunks of ``chunk_ms`` milliseconds of PCM (Ogg Opus bytes go as one
         chunk), the last with ``end=True``; the iterator then yields the request's frames as they arrive.
-        It fits ``flask.Response(stream_with_context(...))`` and Django's ``StreamingHttpResponse``: if the
+        It fits a streaming ``flask.Response`` (with ``response.call_on_close(frames.close)``) and Django's
+        ``StreamingHttpResponse``: if the
         response is closed early, the request is abandoned and the service told to stop it.
 
         Raises:
@@ -925,10 +977,13 @@ class AvatarSession:
         with self._lock:
             self._state = _State.CLOSED
             self._token = None
+            http, self._http = self._http, None
             first = not self._on_close_called
             self._on_close_called = True
             if first:
                 self._finisher = threading.get_ident()
+        if http is not None:
+            http.close()
         if first:
             logger.debug("session #%d: closed", self._number)
             safe_call("on_close", self._config.on_close)
@@ -945,19 +1000,6 @@ def _check_v1(config: SessionConfig) -> None:
         raise ValueError("use_query_auth: the v1 ingress takes its credentials in headers only")
     if config.livekit_egress is not None or config.agora_egress is not None:
         raise ValueError("livekit_egress/agora_egress: the v1 ingress has no egress configuration")
-
-
-def _caller_stacklevel() -> int:
-    """The stack level of the first frame outside avatarsdk, for warnings that point at the user's code."""
-    import sys  # noqa: PLC0415 - only for this rare warning
-
-    frame = sys._getframe(1)
-    level = 1
-    package = __name__.rpartition(".")[0]
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level
 
 
 def _copy_config(config: SessionConfig) -> SessionConfig:
@@ -1005,6 +1047,14 @@ def new_avatar_session(
     close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
     max_queued_frames: int = DEFAULT_MAX_QUEUED,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    http_retries: int = DEFAULT_HTTP_RETRIES,
+    http_retry_deadline: Optional[float] = DEFAULT_HTTP_RETRY_DEADLINE,
+    verify_tls: bool = True,
+    ca_bundle: Optional[str] = None,
+    client_cert: Optional[ClientCert] = None,
+    proxy: Optional[str] = None,
 ) -> AvatarSession:
     """Create an :class:`AvatarSession` from keyword arguments (the fields of :class:`SessionConfig` and the
     session's timeouts). Unknown keywords raise ``TypeError``; invalid values raise ``ValueError``/``TypeError``
@@ -1049,4 +1099,12 @@ def new_avatar_session(
         close_timeout=close_timeout,
         max_queued_frames=max_queued_frames,
         max_message_size=max_message_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        http_retries=http_retries,
+        http_retry_deadline=http_retry_deadline,
+        verify_tls=verify_tls,
+        ca_bundle=ca_bundle,
+        client_cert=client_cert,
+        proxy=proxy,
     )

@@ -27,7 +27,7 @@ import threading
 from types import TracebackType
 from typing import BinaryIO, Iterator, NamedTuple, Optional, Type, Union
 
-__all__ = ["MAGIC", "MAX_FRAME_BYTES", "VERSION", "Frame", "FrameWriter", "read_frames"]
+__all__ = ["MAGIC", "MAX_FRAME_BYTES", "VERSION", "FrameRecord", "FrameWriter", "read_frames"]
 
 MAGIC = b"AVSDKFRM"
 VERSION = 1
@@ -38,7 +38,7 @@ _RECORD = struct.Struct(">BI")
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
 
 
-class Frame(NamedTuple):
+class FrameRecord(NamedTuple):
     """One saved frame: its bytes and its ``last`` (end) flag."""
 
     data: bytes
@@ -118,8 +118,8 @@ class FrameWriter:
         return f"<FrameWriter {self.name!r} frames={self.frames}{' closed' if self._closed else ''}>"
 
 
-def read_frames(source: PathOrFile) -> Iterator[Frame]:
-    """The frames of a frame file, in order, as :class:`Frame` ``(data, last)`` tuples.
+def read_frames(source: PathOrFile) -> Iterator[FrameRecord]:
+    """The frames of a frame file, in order, as :class:`FrameRecord` ``(data, last)`` tuples.
 
     The header is checked on the first ``next()``, each record as it is reached; a path is closed when
     the iteration ends.
@@ -140,12 +140,12 @@ def read_frames(source: PathOrFile) -> Iterator[Frame]:
     raise TypeError(f"source: expected a path or a binary file, got {type(source).__name__}")
 
 
-def _read_path(path: str) -> Iterator[Frame]:
+def _read_path(path: str) -> Iterator[FrameRecord]:
     with open(path, "rb") as file:
         yield from _read(file, path)
 
 
-def _read(file: BinaryIO, name: str) -> Iterator[Frame]:
+def _read(file: BinaryIO, name: str) -> Iterator[FrameRecord]:
     header = file.read(len(MAGIC) + 1)
     if header[: len(MAGIC)] != MAGIC:
         found = "an empty file" if not header else f"{bytes(header[: len(MAGIC)])!r}"
@@ -171,6 +171,6 @@ def _read(file: BinaryIO, name: str) -> Iterator[Frame]:
             raise ValueError(
                 f"{name}: truncated frame file: record {index} at byte {offset} has {len(data)} of {size} bytes"
             )
-        yield Frame(data, bool(flags & _FLAG_LAST))
+        yield FrameRecord(data, bool(flags & _FLAG_LAST))
         offset += _RECORD.size + size
         index += 1

@@ -12,7 +12,8 @@ session that is already started, so no request pays for the token call, the conn
     @app.post("/speak")                                # Flask: the frames stream into the response
     def speak():
         frames = pool.stream(request.get_data(), frame_timeout=5)
-        return Response(stream_with_context(f.data for f in frames), mimetype="application/octet-stream")
+        response = Response((f.data for f in frames), mimetype="application/octet-stream")
+        response.call_on_close(frames.close)  # the client left: the session comes back at once
 
 How it works, and why:
 
@@ -75,9 +76,10 @@ import weakref
 from collections import deque
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import ContextManager, Deque, Generator, Iterator, List, Optional, Set, Tuple, Type, Union, cast
+from typing import Any, ContextManager, Deque, Dict, Generator, List, Optional, Set, Tuple, Type, Union, cast
 
 from ._dispatch import DEFAULT_MAX_QUEUED, safe_call
+from ._network import ClientCert
 from ._validation import HttpTimeout, check_audio, check_int, check_timeout
 from .avatar_session import (
     DEFAULT_CHUNK_MS,
@@ -85,8 +87,12 @@ from .avatar_session import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HTTP_RETRIES,
+    DEFAULT_HTTP_RETRY_DEADLINE,
     DEFAULT_HTTP_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
     DEFAULT_SEND_TIMEOUT,
     AvatarSession,
     _process_generation,
@@ -205,7 +211,9 @@ class SessionPool:
         on_error: Receives every session's errors, and the errors of starts made by the maintenance thread.
         on_playback_state, on_encoded_audio: Every session's, as for :func:`~avatarsdk.new_avatar_session`.
         http_timeout, connect_timeout, handshake_timeout, send_timeout, close_timeout, max_queued_frames,
-            max_message_size: Every session's limits, as for :class:`~avatarsdk.AvatarSession`.
+            max_message_size, ping_interval, ping_timeout, http_retries, http_retry_deadline, verify_tls,
+            ca_bundle, client_cert, proxy: Every session's limits and network settings, as for
+            :class:`~avatarsdk.AvatarSession`.
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it); nothing has been sent.
@@ -242,6 +250,14 @@ class SessionPool:
         close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
         max_queued_frames: int = DEFAULT_MAX_QUEUED,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+        ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+        http_retries: int = DEFAULT_HTTP_RETRIES,
+        http_retry_deadline: Optional[float] = DEFAULT_HTTP_RETRY_DEADLINE,
+        verify_tls: bool = True,
+        ca_bundle: Optional[str] = None,
+        client_cert: Optional[ClientCert] = None,
+        proxy: Optional[str] = None,
     ) -> None:
         if check_int("max_size", max_size) < 1:
             raise ValueError(f"max_size: expected at least 1, got {max_size!r}")
@@ -257,18 +273,30 @@ class SessionPool:
                 f" got {refresh_margin!r}"
             )
         self._borrow_timeout = check_timeout("borrow_timeout", borrow_timeout)
-        self._http_timeout = http_timeout
-        self._connect_timeout = connect_timeout
-        self._handshake_timeout = handshake_timeout
-        self._send_timeout = send_timeout
-        self._close_timeout = close_timeout
-        self._max_queued_frames = max_queued_frames
-        self._max_message_size = max_message_size
+        # Every session's keyword options (checked by the probe session below).
+        self._session_options: Dict[str, Any] = dict(
+            http_timeout=http_timeout,
+            connect_timeout=connect_timeout,
+            handshake_timeout=handshake_timeout,
+            send_timeout=send_timeout,
+            close_timeout=close_timeout,
+            max_queued_frames=max_queued_frames,
+            max_message_size=max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            http_retries=http_retries,
+            http_retry_deadline=http_retry_deadline,
+            verify_tls=verify_tls,
+            ca_bundle=ca_bundle,
+            client_cert=client_cert,
+            proxy=proxy,
+        )
         # The sessions' own checks, on a session that is never started (no I/O); its copy of the
         # configuration is the template of every session (later changes to the caller's objects do not
         # reach it).
         probe = self._make_session(
-            SessionConfig(
+            warn=True,
+            config=SessionConfig(
                 avatar_id=avatar_id,
                 api_key=api_key,
                 app_id=app_id,
@@ -286,7 +314,7 @@ class SessionPool:
                 on_playback_state=on_playback_state,
                 ogg_opus_encoder=ogg_opus_encoder,
                 on_encoded_audio=on_encoded_audio,
-            )
+            ),
         )
         self._template = probe.config
         self._on_error = on_error
@@ -383,7 +411,7 @@ class SessionPool:
         chunk_ms: int = DEFAULT_CHUNK_MS,
         frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
         deadline: Optional[float] = None,
-    ) -> Iterator[Frame]:
+    ) -> Generator[Frame, None, None]:
         """Send an utterance on a borrowed session; return an iterator over its frames.
 
         The session is borrowed and the audio sent before this returns (so a borrow timeout or a failed
@@ -414,7 +442,7 @@ class SessionPool:
         limit = self._borrow_limit(timeout)
         frames = self._stream(data, limit, chunk_ms, frame_timeout, deadline)
         next(frames)  # borrow and send now; once started, the generator returns the session however it ends
-        return cast(Iterator[Frame], frames)
+        return cast(Generator[Frame, None, None], frames)
 
     def collect(
         self,
@@ -445,11 +473,8 @@ class SessionPool:
         for attempt in (1, 2):
             entry = self._acquire(until, limit, "stream")
             try:
-                # AvatarSession.stream returns AvatarRequest.frames(), a generator (closing it abandons the request).
-                frames = cast(
-                    Generator[Frame, None, None],
-                    entry.session.stream(data, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline),
-                )
+                # A generator: closing it abandons the request.
+                frames = entry.session.stream(data, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline)
             except AvatarSDKError as exc:
                 self._release(entry, f"sending failed ({exc.code.value})")
                 if attempt == 2 or not entry.from_idle:
@@ -572,17 +597,9 @@ class SessionPool:
         entry.session = self._make_session(config)
         return entry
 
-    def _make_session(self, config: SessionConfig) -> AvatarSession:
-        return AvatarSession(
-            config,
-            http_timeout=self._http_timeout,
-            connect_timeout=self._connect_timeout,
-            handshake_timeout=self._handshake_timeout,
-            send_timeout=self._send_timeout,
-            close_timeout=self._close_timeout,
-            max_queued_frames=self._max_queued_frames,
-            max_message_size=self._max_message_size,
-        )
+    def _make_session(self, config: SessionConfig, warn: bool = False) -> AvatarSession:
+        # Insecure-transport warnings come once, from the pool's construction (the probe), not per session.
+        return AvatarSession(config, _warn_insecure=warn, **self._session_options)
 
     def _start(self, entry: _Entry, *, lend: bool) -> None:
         """Start ``entry`` (outside the lock), then lend it or put it in the idle set."""

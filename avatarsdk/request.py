@@ -12,7 +12,8 @@ the frame with ``end=true``::
             client.write(frame.data)
 
 ``AvatarSession.stream(pcm)`` does both for a whole utterance and returns the iterator, which fits
-``flask.Response(stream_with_context(...))`` and Django's ``StreamingHttpResponse`` directly: when the web
+a streaming ``flask.Response`` (with ``response.call_on_close(frames.close)``) and Django's
+``StreamingHttpResponse`` directly: when the web
 server closes the response (the client went away), the request is abandoned, its buffer released and the
 service told to stop (``interrupt``).
 
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Deque, Iterator, List, NamedTuple, Optional, Type, Union
+from typing import TYPE_CHECKING, Deque, Generator, List, NamedTuple, Optional, Type, Union
 
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError
 from .playback import PlaybackState
@@ -95,16 +96,16 @@ class AvatarRequest:
 
     # ---------------------------------------------------------------------------------- frames
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Generator[Frame, None, None]:
         return self.frames()
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self) -> Generator[Frame, None, None]:
         """The request's frames (see :meth:`events`, which also yields playback states)."""
         for event in self.events():
             if type(event) is Frame:
                 yield event
 
-    def events(self) -> Iterator[Union[Frame, PlaybackState]]:
+    def events(self) -> Generator[Union[Frame, PlaybackState], None, None]:
         """The request's frames and :class:`~avatarsdk.PlaybackState` events (the service's newer generation
         answers ``pause()``/``resume()`` with them), in arrival order, ending after the last frame.
 

@@ -14,6 +14,7 @@ from avatarsdk import (
     AgoraEgressConfig,
     AudioFormat,
     AvatarSession,
+    InsecureTransportWarning,
     LiveKitEgressConfig,
     SessionConfig,
     SessionConfigBuilder,
@@ -159,7 +160,12 @@ def test_ingress_url(idle_service: FakeAvatarService, value: Any, exc: Type[Exce
 
 @pytest.mark.parametrize("scheme", ["http", "https", "ws", "wss"])
 def test_ingress_url_schemes_accepted(idle_service: FakeAvatarService, scheme: str) -> None:
-    accepts(idle_service, ingress_endpoint_url=f"{scheme}://ingress.example/v2/driveningress")
+    url = f"{scheme}://ingress.example/v2/driveningress"
+    if scheme in ("http", "ws"):  # accepted, but the session token would travel unencrypted
+        with pytest.warns(InsecureTransportWarning, match="unencrypted"):
+            accepts(idle_service, ingress_endpoint_url=url)
+    else:
+        accepts(idle_service, ingress_endpoint_url=url)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,7 +483,8 @@ def test_builder_builds_the_same_config_as_keywords() -> None:
     )
     assert built == keywords
     assert built.audio_format is AudioFormat.OGG_OPUS
-    session = AvatarSession(built)
+    with pytest.warns(InsecureTransportWarning, match="URL query"):
+        session = AvatarSession(built)
     try:
         assert session.config == keywords
     finally:

@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from avatarsdk.framefile import MAGIC, MAX_FRAME_BYTES, VERSION, Frame, FrameWriter, read_frames
+from avatarsdk.framefile import MAGIC, MAX_FRAME_BYTES, VERSION, FrameRecord, FrameWriter, read_frames
 
 FRAMES = [(b"\x0a\x03abc", False), (b"", False), (bytes(range(256)) * 40, False), (b"\x32\x00", True)]
 
@@ -30,7 +30,7 @@ def test_round_trip_through_a_path(tmp_path: Path) -> None:
             writer.write(data, last)
         assert writer.frames == 4
     frames = list(read_frames(path))
-    assert frames == [Frame(data, last) for data, last in FRAMES]
+    assert frames == [FrameRecord(data, last) for data, last in FRAMES]
     assert frames[-1].last and frames[0].data == b"\x0a\x03abc"
     assert list(read_frames(str(path))) == frames
     assert "closed" in repr(writer) and "request.frames" in repr(writer)
@@ -100,7 +100,7 @@ def test_truncation_is_reported_after_the_good_frames(tmp_path: Path) -> None:
     data = written()
     path.write_bytes(data[:-1])
     frames = read_frames(path)
-    assert [next(frames) for _ in range(3)] == [Frame(d, last) for d, last in FRAMES[:3]]
+    assert [next(frames) for _ in range(3)] == [FrameRecord(d, last) for d, last in FRAMES[:3]]
     with pytest.raises(ValueError, match=r"cut\.frames: truncated frame file: record 3 at byte \d+ has 1 of 2 bytes"):
         next(frames)
 

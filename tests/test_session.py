@@ -19,6 +19,7 @@ from avatarsdk import (
     AvatarSDKError,
     AvatarSDKErrorCode,
     AvatarSession,
+    InsecureTransportWarning,
     LiveKitEgressConfig,
     new_avatar_session,
 )
@@ -141,7 +142,11 @@ def test_interrupt_names_the_latest_request_and_ends_it(
 
 @pytest.mark.parametrize("use_query_auth", [False, True])
 def test_auth_in_headers_or_query(service: FakeAvatarService, make_session: MakeSession, use_query_auth: bool) -> None:
-    session = make_session(use_query_auth=use_query_auth)
+    if use_query_auth:
+        with pytest.warns(InsecureTransportWarning, match="URL query"):
+            session = make_session(use_query_auth=True)
+    else:
+        session = make_session()
     session.init()
     token = service.issued_tokens[-1]
     session.start()
@@ -826,7 +831,8 @@ def test_secrets_never_reach_logs_reprs_or_errors(
 ) -> None:
     secrets = [service.api_key]
     with caplog.at_level(logging.DEBUG):
-        session = make_session(use_query_auth=True)
+        with pytest.warns(InsecureTransportWarning, match="URL query"):
+            session = make_session(use_query_auth=True)
         session.init()
         token = service.issued_tokens[-1]
         secrets.append(token)

@@ -36,7 +36,7 @@ def test_console_checks_the_api_key_and_expiry(service: FakeAvatarService) -> No
 def test_scripted_token_replies_come_first_in_first_out(service: FakeAvatarService, make_session) -> None:
     service.script_token(TokenReply(503, "busy"))
     service.script_token(TokenReply(200, {"sessionToken": "scripted"}))
-    session = make_session()
+    session = make_session(http_retries=0)
     with pytest.raises(SessionTokenError) as info:
         session.init()
     assert info.value.http_status == 503

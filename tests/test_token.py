@@ -20,8 +20,9 @@ MiB = 1 << 20
 
 
 def init_error(make_session: Callable[..., AvatarSession], **overrides: Any) -> SessionTokenError:
-    """init() of a new session fails: the SessionTokenError it raised."""
-    session = make_session(**overrides)
+    """init() of a new session fails: the SessionTokenError it raised (one attempt: retries are tested
+    separately)."""
+    session = make_session(**{"http_retries": 0, **overrides})
     with pytest.raises(SessionTokenError) as info:
         session.init()
     err = info.value
@@ -275,7 +276,7 @@ def test_closed_port(service: FakeAvatarService, make_session: Callable[..., Ava
 
 def test_failed_init_can_be_retried(service: FakeAvatarService, make_session: Callable[..., AvatarSession]) -> None:
     service.script_token(TokenReply(503, "try later"))
-    session = make_session()
+    session = make_session(http_retries=0)
     with pytest.raises(SessionTokenError):
         session.init()
     session.init()  # the default reply: a token
@@ -364,3 +365,65 @@ def test_a_secret_occurring_inside_the_json_does_not_break_parsing() -> None:
     assert (err.code, err.retryable, err.server_code) == (AvatarSDKErrorCode.concurrencyLimit, True, "RATE_LIMITED")
     assert err.server_detail == "slow down, ***ey ***"
     assert err.raw_body is not None and "k" not in err.raw_body
+
+
+# --------------------------------------------------------------------------------------------------
+# Retries: connection failures, 5xx and 429 (Retry-After honoured), never another 4xx; within a deadline
+# --------------------------------------------------------------------------------------------------
+
+
+def test_5xx_and_429_are_retried_until_a_token_comes(
+    service: FakeAvatarService, make_session: Callable[..., AvatarSession]
+) -> None:
+    service.script_token(TokenReply(503, "busy"))
+    service.script_token(TokenReply(429, jsonapi_error(429, "RATE", "Too Many Requests"), headers={"Retry-After": "0"}))
+    make_session(http_retries=2).init()
+    assert len(service.token_requests) == 3
+
+
+def test_retry_after_is_honoured(service: FakeAvatarService, make_session: Callable[..., AvatarSession]) -> None:
+    service.script_token(TokenReply(429, "slow down", headers={"Retry-After": "0.6"}))
+    began = time.monotonic()
+    make_session(http_retries=1).init()
+    assert time.monotonic() - began >= 0.6  # the server's wish is a lower bound
+    assert len(service.token_requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409])
+def test_other_4xx_are_never_retried(
+    service: FakeAvatarService, make_session: Callable[..., AvatarSession], status: int
+) -> None:
+    service.script_token(TokenReply(status, jsonapi_error(status, "NOPE", "No")))
+    err = init_error(make_session, http_retries=5)
+    assert err.http_status == status and "attempt" not in err.message
+    assert len(service.token_requests) == 1
+
+
+def test_retries_are_counted_and_reported(
+    service: FakeAvatarService, make_session: Callable[..., AvatarSession]
+) -> None:
+    for _ in range(3):
+        service.script_token(TokenReply(502, "bad gateway"))
+    err = init_error(make_session, http_retries=2)
+    assert (err.http_status, err.retryable) == (502, True)
+    assert "(after 3 attempts)" in err.message
+    assert len(service.token_requests) == 3
+
+
+def test_the_retry_deadline_bounds_waiting(
+    service: FakeAvatarService, make_session: Callable[..., AvatarSession]
+) -> None:
+    service.script_token(TokenReply(503, "later", headers={"Retry-After": "30"}))
+    began = time.monotonic()
+    err = init_error(make_session, http_retries=3, http_retry_deadline=1.0)
+    assert time.monotonic() - began < 2  # it did not wait the 30 s the server asked for
+    assert "retry deadline" in err.message and len(service.token_requests) == 1
+
+
+def test_connection_failures_are_retried(make_session: Callable[..., AvatarSession]) -> None:
+    port = unused_port()
+    began = time.monotonic()
+    err = init_error(make_session, console_endpoint_url=f"http://127.0.0.1:{port}", http_retries=2)
+    assert (err.code, err.retryable) == (AvatarSDKErrorCode.connectionFailed, True)
+    assert "(after 3 attempts)" in err.message
+    assert time.monotonic() - began < 10  # capped backoff

@@ -10,6 +10,7 @@ Needs the ``testing`` extra (``pip install "avatarsdk[testing]"``), which brings
 
 from __future__ import annotations
 
+from ._proxy import FaultProxy
 from ._service import (
     Confirm,
     FakeAvatarService,
@@ -33,6 +34,7 @@ __all__ = [
     "FakeAvatarService",
     "FakeConnection",
     "FakeRequest",
+    "FaultProxy",
     "HandshakeClose",
     "HandshakeDrop",
     "HandshakeError",

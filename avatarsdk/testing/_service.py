@@ -9,6 +9,7 @@ import json
 import logging
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -219,7 +220,8 @@ class FakeConnection:
         self.version = 1 if self.path.startswith(INGRESS_V1_PATH) else 2
         self.controls: List[Tuple[str, str]] = []  # ("pause" | "resume" | "interrupt", req_id), in order
         self.closed = threading.Event()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # records and waits; never held while sending
+        self._sending = threading.Lock()  # serialises the fake's own sends that are recorded
         self._reading = threading.Event()
         self._reading.set()
         self._jobs: queue.Queue[Optional[Callable[[], None]]] = queue.Queue()
@@ -274,7 +276,7 @@ class FakeConnection:
     def send_wire(self, data: bytes) -> None:
         """Write raw bytes onto the TCP stream, around the WebSocket framing (for framing faults, e.g. a
         masked or oversized frame). Do not interleave with other sends in flight."""
-        with self._cond:
+        with self._sending:
             self.ws.socket.sendall(data)
 
     def send_text(self, text: str) -> None:
@@ -283,12 +285,11 @@ class FakeConnection:
 
     def send_animation(self, req_id: str, end: bool = False, size: Optional[int] = None) -> bytes:
         """Send one animation frame for ``req_id``; return its bytes."""
-        with self._cond:
+        with self._sending:  # the record's order is the wire's order
             self._seq += 1
             data = animation_frame(self.connection_id or "", req_id, end, size or self.service.frame_size, self._seq)
-            self.ws.send(data)  # under the lock: the record's order is the wire's order
-            self.sent.append((req_id, data))
-            self._cond.notify_all()
+            self.ws.send(data)  # may block on a client that is not reading: not under _cond
+            self._record(functools.partial(self.sent.append, (req_id, data)))
         return data
 
     def send_frames(
@@ -334,12 +335,11 @@ class FakeConnection:
         for i in range(count):
             if i and interval and self.service._stopping.wait(interval):
                 break
-            with self._cond:
+            with self._sending:
                 self._seq += 1
                 data = v1_animation_frame(size or self.service.frame_size, self._seq)
                 self.ws.send(data)
-                self.sent.append(("", data))
-                self._cond.notify_all()
+                self._record(functools.partial(self.sent.append, ("", data)))
             frames.append(data)
         return frames
 
@@ -381,14 +381,13 @@ class FakeConnection:
 
     def _send_with_frames(self, first: bytes, count: int) -> None:
         """``first`` and ``count`` animation frames as unmasked WebSocket frames, in one write."""
-        with self._cond:
+        with self._sending:
             frames = []
             for i in range(count):
                 self._seq += 1
                 frames.append(animation_frame(self.connection_id or "", "early", i == count - 1, 300, self._seq))
             self.ws.socket.sendall(b"".join(_ws_frame(m) for m in [first, *frames]))
-            self.sent += [("early", f) for f in frames]
-            self._cond.notify_all()
+            self._record(functools.partial(self.sent.extend, [("early", f) for f in frames]))
 
     def _record(self, fn: Callable[[], None]) -> None:
         with self._cond:
@@ -442,6 +441,7 @@ class FakeAvatarService:
         port: int = 0,
         console_port: int = 0,
         capabilities: Tuple[str, ...] = (),
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.api_key = api_key
         self.app_id = app_id
@@ -452,6 +452,7 @@ class FakeAvatarService:
         self.single_use_tokens = single_use_tokens
         self.on_request = on_request
         self.capabilities = capabilities  # declared in each confirmation, e.g. ("playback_control", "playback_state")
+        self.ssl_context = ssl_context  # serve both endpoints over TLS (https:// URLs) with this server context
         self.port = port  # the ingress's; 0 picks a free one
         self.console_port = console_port
         self.token_requests: List[TokenRequest] = []
@@ -479,6 +480,8 @@ class FakeAvatarService:
         if self._http_server is not None:
             return self
         self._http_server = _ConsoleServer(("127.0.0.1", self.console_port), _console_handler(self))
+        if self.ssl_context is not None:
+            self._http_server.socket = self.ssl_context.wrap_socket(self._http_server.socket, server_side=True)
         try:
             self._ws_server = self._serve_ingress()
         except BaseException:
@@ -514,6 +517,7 @@ class FakeAvatarService:
             open_timeout=10,
             close_timeout=2,
             server_header="avatarsdk-fake",
+            ssl=self.ssl_context,
         )
 
     def close(self) -> None:
@@ -548,13 +552,17 @@ class FakeAvatarService:
     def console_url(self) -> str:
         """Base URL of the console API (``http://127.0.0.1:PORT``)."""
         assert self._http_server is not None, "start() the service first"
-        return f"http://127.0.0.1:{self._http_server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._http_server.server_address[1]}"
 
     @property
     def ingress_url(self) -> str:
         """Base URL of the v2 ingress (``http://127.0.0.1:PORT/v2/driveningress``)."""
         assert self._ws_server is not None, "start() the service first"
-        return f"http://127.0.0.1:{self._ws_server.socket.getsockname()[1]}{INGRESS_PATH}"
+        return f"{self._scheme}://127.0.0.1:{self._ws_server.socket.getsockname()[1]}{INGRESS_PATH}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
 
     def credentials(self) -> Dict[str, str]:
         """``avatar_id``, ``api_key``, ``app_id`` and the two endpoint URLs of this service."""
@@ -611,6 +619,17 @@ class FakeAvatarService:
                     raise TimeoutError(f"no connection #{want} within {timeout}s")
                 self._lock.wait(remaining)
             return self.connections[want]
+
+    def find_request(self, req_id: str) -> Optional[Tuple[FakeConnection, FakeRequest]]:
+        """The connection that received request ``req_id``, and the request as received (``None`` if none did)."""
+        with self._lock:
+            connections = list(self.connections)
+        for conn in connections:
+            with conn._cond:
+                request = conn.requests.get(req_id)
+            if request is not None:
+                return conn, request
+        return None
 
     def connection(self, index: int = -1) -> FakeConnection:
         """A connection already made (``-1``: the latest)."""

@@ -1,0 +1,163 @@
+"""TLS and proxy settings, applied alike to the token call (requests) and the WebSocket (websocket-client).
+
+By default both verify the server's certificate against the system's trust store (requests: certifi) and take
+proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), as requests and websocket-client
+users expect. The options make each of those explicit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import ssl
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+from urllib.parse import unquote, urlsplit
+
+logger = logging.getLogger(__name__)
+
+ClientCert = Union[str, Tuple[str, str]]
+
+
+class InsecureTransportWarning(UserWarning):
+    """A credential would travel where others can read it (plain HTTP/WS to another host, a URL query, or
+    TLS without verification)."""
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Checked TLS and proxy settings of one session."""
+
+    verify_tls: bool = True
+    ca_bundle: Optional[str] = None
+    client_cert: Optional[ClientCert] = None
+    proxy: Optional[str] = None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        verify_tls: Any = True,
+        ca_bundle: Any = None,
+        client_cert: Any = None,
+        proxy: Any = None,
+    ) -> NetworkOptions:
+        """The options, each checked (``ValueError``/``TypeError`` naming it) before any I/O."""
+        if not isinstance(verify_tls, bool):
+            raise TypeError(f"verify_tls: expected a bool, got {type(verify_tls).__name__}")
+        if ca_bundle is not None:
+            _check_file("ca_bundle", ca_bundle)
+        if client_cert is not None:
+            if isinstance(client_cert, tuple):
+                if len(client_cert) != 2:
+                    raise ValueError("client_cert: expected a PEM path or a (certificate, key) pair of paths")
+                _check_file("client_cert[0] (certificate)", client_cert[0])
+                _check_file("client_cert[1] (key)", client_cert[1])
+            else:
+                _check_file("client_cert", client_cert)
+        if proxy is not None:
+            if not isinstance(proxy, str):
+                raise TypeError(f"proxy: expected a URL string, got {type(proxy).__name__}")
+            parts = urlsplit(proxy)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("proxy: expected http://[user:password@]host:port")
+        if not verify_tls:
+            warnings.warn(
+                "verify_tls=False: the server's certificate is not checked; credentials can be intercepted",
+                InsecureTransportWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return cls(verify_tls, ca_bundle, client_cert, proxy)
+
+    def requests_kwargs(self) -> Dict[str, Any]:
+        """Per-request keywords for requests. Given on each call, not set on the ``Session``: requests lets the
+        ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` environment override a session's own ``verify``. Environment
+        proxies still apply when ``proxy`` is None."""
+        kwargs: Dict[str, Any] = {}
+        if not self.verify_tls:
+            kwargs["verify"] = False
+        elif self.ca_bundle is not None:
+            kwargs["verify"] = self.ca_bundle
+        if self.client_cert is not None:
+            kwargs["cert"] = self.client_cert
+        if self.proxy is not None:
+            kwargs["proxies"] = {"http": self.proxy, "https": self.proxy}
+        return kwargs
+
+    def websocket_options(self) -> Dict[str, Any]:
+        """Keyword options for websocket-client's ``connect`` (it reads environment proxies itself)."""
+        sslopt: Dict[str, Any] = {}
+        if not self.verify_tls:
+            sslopt.update(cert_reqs=ssl.CERT_NONE, check_hostname=False)
+        elif self.ca_bundle is not None:
+            sslopt.update(cert_reqs=ssl.CERT_REQUIRED, ca_certs=self.ca_bundle)
+        if self.client_cert is not None:
+            if isinstance(self.client_cert, tuple):
+                sslopt.update(certfile=self.client_cert[0], keyfile=self.client_cert[1])
+            else:
+                sslopt.update(certfile=self.client_cert)
+        options: Dict[str, Any] = {"sslopt": sslopt} if sslopt else {}
+        if self.proxy is not None:
+            parts = urlsplit(self.proxy)
+            options.update(
+                http_proxy_host=parts.hostname,
+                http_proxy_port=parts.port or (443 if parts.scheme == "https" else 80),
+                proxy_type="http",
+            )
+            if parts.username:
+                options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
+        return options
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the innermost frame outside avatarsdk, so a warning points at the user's code."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "avatarsdk":
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def _check_file(field: str, value: Any) -> None:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{field}: expected a file path, got {type(value).__name__}")
+    if not os.path.isfile(value):
+        raise ValueError(f"{field}: expected a readable file, got {os.fspath(value)!r}")
+
+
+def is_loopback(host: Optional[str]) -> bool:
+    """Whether ``host`` is this machine (``localhost`` or a loopback address)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_insecure_transport(console_url: str, ingress_url: str, *, use_query_auth: bool) -> None:
+    """Warn (once per call site) where a credential would travel readable by others."""
+    for name, url, what in (
+        ("console_endpoint_url", console_url, "the API key"),
+        ("ingress_endpoint_url", ingress_url, "the session token"),
+    ):
+        parts = urlsplit(url)
+        if parts.scheme.lower() in ("http", "ws") and not is_loopback(parts.hostname):
+            warnings.warn(
+                f"{name}: {what} would travel unencrypted ({parts.scheme}://) to {parts.hostname}; use https://",
+                InsecureTransportWarning,
+                stacklevel=user_stacklevel(),
+            )
+    if use_query_auth:
+        warnings.warn(
+            "use_query_auth=True: the session token travels in the URL query, where proxies and servers may log"
+            " it; header auth (the default) keeps it out of URLs",
+            InsecureTransportWarning,
+            stacklevel=user_stacklevel(),
+        )

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""The relay in Django: speech in over HTTP, the avatar's frames and the audio out to the browser, live.
+
+    AVATARSDK_LOCAL=1 python samples/django_relay/manage.py runserver 127.0.0.1:8000 --noreload
+    python samples/django_relay/manage.py runserver 127.0.0.1:8000 --local    # the same (--local sets it)
+    python samples/django_relay/manage.py runserver 127.0.0.1:8000            # real service: set
+        AVATARSDK_API_KEY, AVATARSDK_APP_ID, AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL, AVATARSDK_INGRESS_URL
+
+then open http://127.0.0.1:8000/ and press Speak. The app ``relay`` creates one SessionPool in
+``RelayConfig.ready()`` (relay/apps.py); its views (relay/views.py) answer ``POST /speak`` with a
+``StreamingHttpResponse`` of Server-Sent Events, one per frame as it arrives (relay/relaying.py: the
+format, and the part shared with samples/flask_relay). runserver is threaded, so requests share the pool;
+for production any threaded WSGI server serves relay_site.wsgi (gunicorn ``gthread``, mod_wsgi, waitress).
+
+Settings from the environment: RELAY_MAX_SIZE (the pool's max_size, 4), RELAY_MIN_IDLE (1),
+DJANGO_DEBUG=1, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS (comma-separated, beside the loopback names).
+"""
+
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Optional
+
+
+def stop(signum: int, frame: Optional[FrameType]) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops runserver as Ctrl-C does: it exits 0 and the pool is closed at exit
+
+
+def main() -> None:
+    if "--local" in sys.argv[2:]:  # the samples' switch for the built-in stand-in; not a Django option
+        sys.argv.remove("--local")
+        os.environ["AVATARSDK_LOCAL"] = "1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relay_site.settings")
+    signal.signal(signal.SIGTERM, stop)
+    from django.core.management import execute_from_command_line  # noqa: PLC0415 - after the settings variable
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+from django.urls import path
+from relay import views
+
+urlpatterns = [
+    path("", views.index),
+    path("speak", views.speak),
+    path("stats", views.stats),
+    path("debug/requests/<str:req_id>", views.debug_request),  # local runs only
+]

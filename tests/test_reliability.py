@@ -1,0 +1,295 @@
+"""Reliability and security: keepalive, TLS options, proxies, insecure-transport warnings, many open/close
+cycles, back-pressure. Faults are injected over real sockets (FaultProxy, a CONNECT proxy, TLS stand-ins)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import ssl
+import threading
+import time
+import tracemalloc
+from typing import Any, Callable, List
+from urllib.parse import urlsplit
+
+import pytest
+import trustme
+from _connect_proxy import ConnectProxy
+from conftest import Recorder, pcm, started
+
+import avatarsdk
+from avatarsdk import AvatarSDKErrorCode, AvatarSession, InsecureTransportWarning, SessionTokenError, new_avatar_session
+from avatarsdk.testing import FakeAvatarService, FaultProxy
+
+MakeSession = Callable[..., AvatarSession]
+
+
+def avatarsdk_threads() -> List[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("avatarsdk-")]
+
+
+# ------------------------------------------------------------------------------------------ keepalive
+
+
+def test_pings_keep_an_idle_connection_alive(service: FakeAvatarService, make_session: MakeSession) -> None:
+    with FaultProxy(service.ingress_url) as proxy:
+        session = started(make_session, ingress_endpoint_url=proxy.url, ping_interval=0.1, ping_timeout=1.0)
+        after_handshake = proxy.bytes_up
+        proxy.wait_for(lambda: proxy.bytes_up >= after_handshake + 3 * 15)  # pings (masked, ~15 bytes each)
+        frames = session.collect(pcm(0.08))  # still alive and working
+        assert len(frames) == 2
+        session.close()
+
+
+def test_a_dead_peer_is_detected_within_interval_plus_timeout(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    with FaultProxy(service.ingress_url) as proxy:
+        started(make_session, ingress_endpoint_url=proxy.url, ping_interval=0.3, ping_timeout=0.3)
+        proxy.blackhole()  # no FIN, no data: a dead peer
+        began = time.monotonic()
+        recorder.wait_closed(timeout=5)
+        elapsed = time.monotonic() - began
+    assert elapsed < 0.3 + 0.3 + 1.0  # interval + timeout, with room for a loaded machine
+    err = recorder.errors[0]
+    assert (err.code, err.close_code, err.retryable) == (AvatarSDKErrorCode.connectionClosed, 1006, True)
+    assert "ping" in err.message
+    assert recorder.events[-2:] == ["error:connectionClosed", "close"]
+
+
+def test_keepalive_off_leaves_a_silent_connection_open(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    with FaultProxy(service.ingress_url) as proxy:
+        session = started(make_session, ingress_endpoint_url=proxy.url, ping_interval=None)
+        proxy.blackhole()
+        assert not session._closed.wait(1.0)  # nothing ends it: no keepalive was asked for
+        proxy.resume()
+        session.close()
+    assert recorder.errors == []
+
+
+# ------------------------------------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_service(
+    ca: trustme.CA, *, client_ca: Any = None, hosts: tuple = ("127.0.0.1", "localhost")
+) -> FakeAvatarService:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*hosts).configure_cert(context)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        client_ca.configure_trust(context)
+    return FakeAvatarService(ssl_context=context)
+
+
+def test_tls_with_a_custom_ca_bundle(ca: trustme.CA, tmp_path: Any, make_session: MakeSession) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with tls_service(ca) as svc:
+        assert svc.ingress_url.startswith("https://")
+        session = make_session(**svc.session_kwargs(ca_bundle=str(bundle)))
+        session.init()
+        session.start()
+        assert len(session.collect(pcm(0.12))) == 3
+        session.close()
+
+
+def test_tls_verification_is_on_by_default(ca: trustme.CA, make_session: MakeSession) -> None:
+    with tls_service(ca) as svc:
+        session = make_session(**svc.session_kwargs(http_retries=0))
+        with pytest.raises(SessionTokenError) as info:
+            session.init()
+    assert info.value.code is AvatarSDKErrorCode.connectionFailed
+    assert "SSL" in info.value.message  # the reason's class, e.g. SSLError / SSLCertVerificationError
+
+
+def test_the_websocket_verifies_too(ca: trustme.CA, tmp_path: Any, make_session: MakeSession) -> None:
+    """Token call trusted (custom bundle), WebSocket from a server with an unknown CA: refused."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    other = trustme.CA()
+    with tls_service(ca) as console, tls_service(other) as ingress:
+        session = make_session(
+            **console.session_kwargs(ingress_endpoint_url=ingress.ingress_url, ca_bundle=str(bundle))
+        )
+        session.init()
+        with pytest.raises(Exception) as info:
+            session.start()
+    err = info.value
+    assert getattr(err, "code", None) is AvatarSDKErrorCode.connectionFailed
+    assert "certificate verification failed" in str(err)
+
+
+def test_a_client_certificate_is_presented(ca: trustme.CA, tmp_path: Any, make_session: MakeSession) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    client_ca = trustme.CA()
+    client = client_ca.issue_cert("client@example.test")
+    pem = tmp_path / "client.pem"
+    client.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    with tls_service(ca, client_ca=client_ca) as svc:
+        session = make_session(**svc.session_kwargs(ca_bundle=str(bundle), client_cert=str(pem)))
+        session.init()
+        session.start()
+        assert len(session.collect(pcm(0.04))) == 1
+        session.close()
+        refused = make_session(**svc.session_kwargs(ca_bundle=str(bundle), http_retries=0))
+        with pytest.raises(SessionTokenError):
+            refused.init()
+
+
+def test_tls_options_are_checked_before_any_io(service: FakeAvatarService, make_session: MakeSession) -> None:
+    with pytest.raises(ValueError, match="ca_bundle"):
+        make_session(ca_bundle="/nonexistent/ca.pem")
+    with pytest.raises(ValueError, match="client_cert"):
+        make_session(client_cert=("/nonexistent/c.pem", "/nonexistent/k.pem"))
+    with pytest.raises(ValueError, match="proxy"):
+        make_session(proxy="socks5://127.0.0.1:1080")
+    with pytest.warns(InsecureTransportWarning, match="verify_tls=False"):
+        make_session(verify_tls=False)
+    assert service.token_requests == []
+
+
+# ---------------------------------------------------------------------------------------------- proxies
+
+
+def test_an_explicit_proxy_carries_both_connections(ca: trustme.CA, tmp_path: Any, make_session: MakeSession) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with tls_service(ca) as svc, ConnectProxy() as proxy:
+        session = make_session(**svc.session_kwargs(ca_bundle=str(bundle), proxy=proxy.url))
+        session.init()
+        session.start()
+        assert len(session.collect(pcm(0.04))) == 1
+        session.close()
+        ports = {port for _, port in proxy.targets}
+        expected = {urlsplit(svc.console_url).port, urlsplit(svc.ingress_url).port}
+    assert ports == expected
+
+
+def test_environment_proxies_are_honoured(
+    ca: trustme.CA, tmp_path: Any, make_session: MakeSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY applies to both, as requests and websocket-client users expect (websocket-client exempts
+    localhost and 127.0.0.1 by default, so the service is addressed as 127.0.0.2, which the proxy maps back)."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with tls_service(ca, hosts=("127.0.0.2",)) as svc, ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        kwargs = svc.session_kwargs(ca_bundle=str(bundle))
+        for key in ("console_endpoint_url", "ingress_endpoint_url"):
+            kwargs[key] = kwargs[key].replace("127.0.0.1", "127.0.0.2")
+        session = make_session(**kwargs)
+        session.init()
+        session.start()
+        session.close()
+        hosts = {host for host, _ in proxy.targets}
+    assert hosts == {"127.0.0.2"} and len(proxy.targets) == 2
+
+
+# ------------------------------------------------------------------------------------ insecure transport
+
+
+@pytest.mark.parametrize(
+    ("field", "url", "what"),
+    [
+        ("console_endpoint_url", "http://console.example", "the API key"),
+        ("ingress_endpoint_url", "ws://ingress.example/v2/driveningress", "the session token"),
+    ],
+)
+def test_credentials_over_plain_transport_to_another_host_warn(
+    service: FakeAvatarService, field: str, url: str, what: str
+) -> None:
+    with pytest.warns(InsecureTransportWarning, match=f"{what} would travel unencrypted") as record:
+        new_avatar_session(**service.session_kwargs(**{field: url})).close()
+    assert record[0].filename == __file__  # the warning points at the caller's line
+
+
+def test_loopback_plain_transport_does_not_warn(service: FakeAvatarService) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new_avatar_session(**service.session_kwargs()).close()  # http://127.0.0.1: no warning
+
+
+# ------------------------------------------------------------------------------------ open/close cycles
+
+
+def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarService) -> None:
+    def cycle(i: int) -> None:
+        session = new_avatar_session(**service.session_kwargs(ping_interval=None))
+        session.init()
+        session.start()
+        if i % 3 == 0:
+            session.send_audio(pcm(0.02), end=True)
+        if i % 5 == 0:
+            service.connection().drop()  # close racing a server drop
+        session.close()
+
+    for i in range(20):  # warm-up: allocator pools, imports, the fake's threads
+        cycle(i)
+    gc.collect()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    threads_before = threading.active_count()
+    package = os.path.dirname(avatarsdk.__file__)
+    sdk_only = [  # the stand-in keeps a record of every connection: not the SDK's memory
+        tracemalloc.Filter(True, os.path.join(package, "*")),
+        tracemalloc.Filter(False, os.path.join(package, "testing", "*")),
+    ]
+    tracemalloc.start(1)
+    try:
+        base = tracemalloc.take_snapshot().filter_traces(sdk_only)
+        for i in range(1000):
+            cycle(i)
+        gc.collect()
+        after = tracemalloc.take_snapshot().filter_traces(sdk_only)
+        grown = sum(stat.size_diff for stat in after.compare_to(base, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert avatarsdk_threads() == []
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 5  # the fake's own sockets may be closing
+    assert threading.active_count() <= threads_before + 5
+    assert grown < 100_000, f"the SDK holds {grown} bytes more after 1000 cycles"
+
+
+# --------------------------------------------------------------------------------------- back-pressure
+
+
+def test_a_slow_consumer_holds_back_the_stream_without_losing_frames(
+    make_session: MakeSession, recorder: Recorder
+) -> None:
+    """A callback far slower than the stream: the queue stays bounded (the reader stops reading, TCP pushes
+    back on the server) and every frame arrives, once and in order."""
+    release = threading.Event()
+    seen: List[bytes] = []
+
+    def slow(frame: bytes, last: bool) -> None:
+        release.wait(10)
+        seen.append(frame)
+
+    with FakeAvatarService(frames_per_request=3000, frame_size=4000) as svc:
+        session = make_session(**svc.session_kwargs(transport_frames=slow), max_queued_frames=64)
+        session.init()
+        session.start()
+        session.send_audio(pcm(0.04), end=True)
+        conn = svc.wait_for_connection(0)
+        # The server cannot get everything out: the client's queue and socket buffers are full.
+        queue = session._queue
+        assert queue is not None
+        conn.wait_for(lambda: len(conn.sent) > 64)
+        with pytest.raises(TimeoutError):
+            conn.wait_for(lambda: len(conn.sent) == 3000, timeout=1.0)
+        assert len(queue) <= 64 + 300  # bounded: at most one block of the socket's bytes beyond the limit
+        release.set()
+        conn.wait_for(lambda: len(conn.sent) == 3000, timeout=30)
+        session.close()
+    assert seen == conn.sent_frames()

@@ -1,0 +1,493 @@
+"""The web relay samples run as users run them: each server in a subprocess on loopback (Flask on Werkzeug's
+threaded server, Django on ``manage.py runserver``) against the built-in stand-in, read by a real HTTP client;
+the Flask page once in headless Chromium, driven over the DevTools protocol.
+
+Every check compares what the relay delivered with what the stand-in received and sent (``/debug/requests``,
+served by the sample in local runs): the audio byte for byte, the frames byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+import requests
+import websocket
+from conftest import unused_port
+
+from avatarsdk import load_audio
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASK_SAMPLE = ROOT / "samples" / "flask_relay"
+DJANGO_SAMPLE = ROOT / "samples" / "django_relay"
+RATE = 16000
+MAX_SIZE = 2  # the servers' pool: 4 concurrent utterances must share 2 sessions
+STARTUP_TIMEOUT = 30.0  # upper bounds for conditions polled; a test takes as long as the condition needs
+CONDITION_TIMEOUT = 15.0
+
+Event = Tuple[str, Dict[str, Any]]
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = CONDITION_TIMEOUT, interval: float = 0.02
+) -> Any:
+    """Re-check ``predicate`` until it returns something true (returned); ``timeout`` is only an upper bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tone(seconds: float, rate: int = RATE, channels: int = 1) -> bytes:
+    """PCM s16le: a sawtooth-ish ramp, different in every sample (so any reordering shows)."""
+    count = int(seconds * rate) * channels
+    return b"".join(((i * 37) % 20000 - 10000).to_bytes(2, "little", signed=True) for i in range(count))
+
+
+def wav_file(seconds: float, rate: int = RATE, channels: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(tone(seconds, rate, channels))
+    return buffer.getvalue()
+
+
+def frames_for(pcm: bytes) -> int:
+    """The stand-in's (and the service's) count: one frame per 40 ms of audio."""
+    return max(1, round(len(pcm) / 2 / RATE / 0.04))
+
+
+def client() -> requests.Session:
+    http = requests.Session()
+    http.trust_env = False  # loopback only: no proxy from the environment
+    return http
+
+
+def server_sent_events(response: requests.Response) -> Iterator[Event]:
+    """The events of a relay's response as they arrive: ``event:`` and ``data:`` (JSON) lines, a blank line."""
+    buffer = b""
+    for chunk in response.iter_content(chunk_size=4096):  # returns what has arrived once 4 KiB or the end did
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            lines = block.decode("utf-8").split("\n")
+            assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block[:300]
+            yield lines[0][len("event: ") :], json.loads(lines[1][len("data: ") :])
+    assert buffer == b"", f"the stream ended inside an event: {buffer[:300]!r}"
+
+
+class Relay:
+    """A relay sample in a subprocess, with a client for it; its output goes to a log file (a pipe nobody
+    reads could fill up and block the server)."""
+
+    def __init__(self, name: str, args: List[str], env: Dict[str, str], port: int, log_path: Path) -> None:
+        self.name = name
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.http = client()
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def wait_ready(self) -> None:
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} relay exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return self.http.get(self.url("/stats"), timeout=5).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(answers, f"the {self.name} relay to answer", STARTUP_TIMEOUT, interval=0.05)
+
+    def stats(self) -> Dict[str, Any]:
+        response = self.http.get(self.url("/stats"), timeout=10)
+        assert response.status_code == 200, response.text
+        result: Dict[str, Any] = response.json()
+        return result
+
+    def record(self, req_id: str) -> Dict[str, Any]:
+        """What the stand-in in the relay's process received and sent for ``req_id``."""
+        response = self.http.get(self.url(f"/debug/requests/{req_id}"), timeout=10)
+        assert response.status_code == 200, response.text
+        result: Dict[str, Any] = response.json()
+        return result
+
+    def speak(self, method: str = "POST", **kwargs: Any) -> List[Event]:
+        """One utterance (``kwargs`` for requests: ``data``, ``headers``, ``files``); all its events."""
+        with client() as http, http.request(method, self.url("/speak"), stream=True, timeout=30, **kwargs) as response:
+            assert response.status_code == 200, response.text
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            assert response.headers["Cache-Control"] == "no-cache"
+            return list(server_sent_events(response))
+
+    def stop(self) -> int:
+        self.http.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"the {self.name} relay did not stop on SIGTERM:\n{self.log()}") from None
+
+
+def check_utterance(relay: Relay, events: List[Event], pcm: bytes, source: str) -> str:
+    """The events of one utterance match the audio sent and the stand-in's records; returns the req_id."""
+    count = frames_for(pcm)
+    assert [kind for kind, _ in events] == ["start"] + ["frame"] * count + ["end"], [k for k, _ in events][:5]
+    start, end = events[0][1], events[-1][1]
+    frames = [data for kind, data in events if kind == "frame"]
+    assert start["source"] == source
+    assert (start["sample_rate"], start["expected_frames"]) == (RATE, count)
+    assert base64.b64decode(start["audio"]) == pcm  # the audio the client plays with the frames
+    assert [f["seq"] for f in frames] == list(range(1, count + 1))
+    assert [f["last"] for f in frames] == [False] * (count - 1) + [True]
+    req_id = frames[0]["req_id"]
+    assert req_id and {f["req_id"] for f in frames} == {req_id}
+    relayed = [base64.b64decode(f["data"]) for f in frames]
+    assert (end["req_id"], end["frames"], end["bytes"]) == (req_id, count, sum(map(len, relayed)))
+    assert end["wait_ms"] >= 0 and 0 <= end["first_frame_ms"] <= end["total_ms"]
+
+    record = relay.record(req_id)  # what the stand-in saw
+    assert record["ended"] and not record["interrupted"]
+    assert (record["audio_bytes"], record["audio_sha256"]) == (len(pcm), hashlib.sha256(pcm).hexdigest())
+    assert [base64.b64decode(f) for f in record["frames"]] == relayed  # byte for byte, in order
+    return str(req_id)
+
+
+def sample_env(**extra: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AVATARSDK_", "RELAY_", "DJANGO_"))}
+    env.update(extra)
+    return env
+
+
+def start_relay(name: str, tmp: Path, *, other_switch: bool = False) -> Relay:
+    """Start a sample with the issue's command, or (``other_switch``) with the other way to ask for the
+    built-in stand-in: ``AVATARSDK_LOCAL=1`` for Flask, ``--local`` for Django."""
+    port = unused_port()
+    env = sample_env()
+    if name == "flask":  # app.py --local --port PORT
+        args = [sys.executable, str(FLASK_SAMPLE / "app.py"), "--port", str(port), "--max-size", str(MAX_SIZE)]
+        if other_switch:
+            env["AVATARSDK_LOCAL"] = "1"
+        else:
+            args.append("--local")
+    else:  # AVATARSDK_LOCAL=1 manage.py runserver 127.0.0.1:PORT --noreload
+        args = [sys.executable, str(DJANGO_SAMPLE / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"]
+        env["RELAY_MAX_SIZE"] = str(MAX_SIZE)
+        if other_switch:
+            args.append("--local")
+        else:
+            env["AVATARSDK_LOCAL"] = "1"
+    relay = Relay(name, args, env, port, tmp / "server.log")
+    try:
+        relay.wait_ready()
+    except BaseException:
+        relay.stop()
+        raise
+    return relay
+
+
+def stop_relay(relay: Relay) -> None:
+    """Stop the relay as an operator would (SIGTERM): it must exit 0, having logged no traceback."""
+    code = relay.stop()
+    log = relay.log()
+    assert code == 0, f"the {relay.name} relay exited with {code}:\n{log}"
+    assert "Traceback" not in log, log
+
+
+@pytest.fixture(scope="module")
+def flask_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    relay = start_relay("flask", tmp_path_factory.mktemp("flask_relay"))
+    yield relay
+    stop_relay(relay)
+    assert "relay: stopped" in relay.log()
+
+
+@pytest.fixture(scope="module")
+def django_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    relay = start_relay("django", tmp_path_factory.mktemp("django_relay"))
+    yield relay
+    stop_relay(relay)
+
+
+@pytest.fixture(params=["flask", "django"])
+def relay(request: pytest.FixtureRequest) -> Relay:
+    result: Relay = request.getfixturevalue(f"{request.param}_relay")
+    return result
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+def test_a_wav_upload_is_relayed_frame_for_frame(relay: Relay) -> None:
+    wav = wav_file(1.0, rate=24000, channels=2)  # resampled and downmixed by load_audio in the relay
+    events = relay.speak(data=wav, headers={"Content-Type": "audio/wav"})
+    check_utterance(relay, events, load_audio(wav, sample_rate=RATE), "wav")  # 25 frames
+
+
+def test_concurrent_utterances_share_the_pool(relay: Relay) -> None:
+    pcm, wav, upload = tone(0.4), wav_file(0.6), wav_file(0.8)
+    calls: List[Tuple[str, Dict[str, Any]]] = [
+        ("POST", {"data": pcm, "headers": {"Content-Type": "application/octet-stream"}}),
+        ("POST", {"data": wav}),
+        ("POST", {"files": {"audio": ("hello.wav", upload, "audio/wav")}}),
+        ("GET", {}),  # the bundled clip
+    ]
+    with ThreadPoolExecutor(len(calls)) as workers:
+        results = list(workers.map(lambda call: relay.speak(call[0], **call[1]), calls))
+    clip = base64.b64decode(results[3][0][1]["audio"])
+    assert len(clip) == 2 * RATE * 2  # 2 s
+    as_sent = [pcm, load_audio(wav, sample_rate=RATE), load_audio(upload, sample_rate=RATE), clip]
+    expected = list(zip(as_sent, ["pcm", "wav", "upload", "clip"]))
+    req_ids = {check_utterance(relay, events, *want) for events, want in zip(results, expected)}
+    assert len(req_ids) == 4
+    stats = wait_until(lambda: (s := relay.stats())["in_use"] == 0 and s, "every session back in the pool")
+    assert stats["max_size"] == MAX_SIZE and 1 <= stats["created"] <= MAX_SIZE, stats  # 4 utterances, <= 2 sessions
+    assert (stats["timeouts"], stats["failed"], stats["discarded"]) == (0, 0, 0), stats
+
+
+def test_a_client_that_goes_away_interrupts_its_request(relay: Relay) -> None:
+    pcm = tone(3.0)  # 75 frames over 3 s; the client leaves after 2
+    seen: List[Event] = []
+    with client() as http, http.post(relay.url("/speak"), data=pcm, stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        for kind, data in server_sent_events(response):
+            seen.append((kind, data))
+            if kind == "frame" and data["seq"] == 2:
+                break
+    # Leaving the block closed the connection: the server's next write fails, it closes the response, and
+    # the pool gets its session back after telling the service to stop (CLIENT_INTERRUPT).
+    req_id = seen[-1][1]["req_id"]
+    record = wait_until(lambda: (r := relay.record(req_id))["interrupted"] and r, "the stand-in to see the interrupt")
+    assert 2 <= len(record["frames"]) < frames_for(pcm), len(record["frames"])
+    wait_until(lambda: relay.stats()["in_use"] == 0, "the session to be back in the pool")
+    # The session went back healthy: the next utterance is served as usual.
+    short = tone(0.2)
+    check_utterance(relay, relay.speak(data=short), short, "pcm")
+    stats = relay.stats()
+    assert (stats["discarded"], stats["failed"]) == (0, 0), stats
+
+
+def test_audio_it_cannot_take_is_refused_before_any_session_is_used(relay: Relay) -> None:
+    before = relay.stats()
+    cases: List[Tuple[Dict[str, Any], int, str]] = [
+        ({"data": b"\x00" * 1001}, 400, "even number of bytes"),  # raw PCM must be whole samples
+        ({"data": b"RIFF\x24\x00\x00\x00WAVEjunk"}, 400, "WAV"),  # a WAV header, then garbage
+        ({"files": {"other": ("a.wav", wav_file(0.1), "audio/wav")}}, 400, "'audio'"),
+    ]
+    with client() as http:
+        for kwargs, status, text in cases:
+            response = http.post(relay.url("/speak"), timeout=10, **kwargs)
+            assert (response.status_code, response.json()["error"]) == (status, "bad_audio"), response.text
+            assert text in response.json()["message"]
+        assert http.put(relay.url("/speak"), data=b"", timeout=10).status_code == 405
+        assert http.get(relay.url("/debug/requests/no-such-request"), timeout=10).status_code == 404
+    after = relay.stats()
+    assert (after["created"], after["in_use"]) == (before["created"], 0)
+
+
+@pytest.mark.parametrize("name", ["flask", "django"])
+def test_without_credentials_it_says_what_to_set(name: str) -> None:
+    if name == "flask":
+        args = [str(FLASK_SAMPLE / "app.py"), "--port", str(unused_port())]
+    else:
+        args = [str(DJANGO_SAMPLE / "manage.py"), "check"]
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, env=sample_env(), check=False
+    )
+    assert result.returncode in (1, 2) and "AVATARSDK_API_KEY" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("name", ["flask", "django"])
+def test_the_other_switch_for_the_stand_in(name: str, tmp_path: Path) -> None:
+    relay = start_relay(name, tmp_path, other_switch=True)
+    try:
+        assert relay.stats()["local"] is True
+    finally:
+        stop_relay(relay)
+
+
+def test_both_samples_serve_the_same_page_and_relay_code() -> None:
+    """Kept as identical copies so that each sample stands alone; the page has no template syntax, so
+    Jinja and Django render it unchanged (and the browser test of the Flask page covers both)."""
+    page = (FLASK_SAMPLE / "templates" / "index.html").read_text(encoding="utf-8")
+    assert (DJANGO_SAMPLE / "relay" / "templates" / "relay" / "index.html").read_text(encoding="utf-8") == page
+    assert not re.search(r"\{[{%#]", page)
+    code = (FLASK_SAMPLE / "relaying.py").read_text(encoding="utf-8")
+    assert (DJANGO_SAMPLE / "relay" / "relaying.py").read_text(encoding="utf-8") == code
+
+
+# ------------------------------------------------------------------------------- headless Chromium
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client for one page target (commands in order; events ignored)."""
+
+    def __init__(self, ws_url: str) -> None:
+        # suppress_origin: Chromium refuses DevTools connections that carry an Origin it was not told to allow.
+        self._ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self._next_id = 0
+
+    def call(self, method: str, **params: Any) -> Dict[str, Any]:
+        self._next_id += 1
+        self._ws.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self._ws.recv())
+            if reply.get("id") == self._next_id:
+                assert "error" not in reply, f"{method}: {reply['error']}"
+                result: Dict[str, Any] = reply["result"]
+                return result
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("this test needs headless Chromium: apt-get install chromium (Debian's; .ci/run installs it)")
+    return path
+
+
+def launch_chromium(profile: Path, log_path: Path) -> Tuple[subprocess.Popen, int]:  # type: ignore[type-arg]
+    """Headless Chromium with DevTools on a port it picks itself (written to DevToolsActivePort in its
+    profile: no race for a free port); returns the process and that port."""
+    args = [
+        chromium_path(),
+        "--headless",
+        "--no-sandbox",  # as root, as CI runs
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--no-proxy-server",
+        "--mute-audio",
+        f"--user-data-dir={profile}",
+        "--remote-debugging-port=0",
+        "about:blank",
+    ]
+    with open(log_path, "wb") as log:
+        # A session of its own: the browser's helper processes are stopped with it, as one group.
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def port() -> Optional[int]:
+        if proc.poll() is not None:
+            raise AssertionError(f"chromium exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            lines = (profile / "DevToolsActivePort").read_text().split("\n")  # the port, then the browser's path
+        except FileNotFoundError:
+            return None
+        return int(lines[0]) if len(lines) >= 2 and lines[0].isdigit() else None
+
+    try:
+        return proc, wait_until(port, "chromium's DevTools port", STARTUP_TIMEOUT, interval=0.05)
+    except BaseException:
+        stop_chromium(proc)
+        raise
+
+
+def stop_chromium(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group of the process this test started
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_the_page_shows_the_frames_arriving_in_headless_chromium(flask_relay: Relay, tmp_path: Path) -> None:
+    relay = flask_relay
+    browser, port = launch_chromium(tmp_path / "profile", tmp_path / "chromium.log")
+    page: Optional[DevTools] = None
+    try:
+        with client() as http:
+            listing = f"http://127.0.0.1:{port}/json/list"
+            targets = wait_until(
+                lambda: [t for t in http.get(listing, timeout=10).json() if t["type"] == "page"], "chromium's page"
+            )
+        page = DevTools(targets[0]["webSocketDebuggerUrl"])
+        page.call("Page.navigate", url=relay.url("/"))
+        loaded = "document.readyState === 'complete' && typeof window.relayState === 'object'"
+        wait_until(lambda: page and page.evaluate(loaded), "the page to load")
+        assert page.evaluate("document.querySelector('#frames').textContent") == "0"
+
+        page.evaluate("document.querySelector('#speak').click()")
+        seen: List[int] = []
+
+        def finished() -> bool:
+            assert page is not None
+            frames, requests_done, errors = page.evaluate("[relayState.frames, relayState.requests, relayState.errors]")
+            seen.append(frames)
+            return bool(requests_done or errors)
+
+        wait_until(finished, "the page to finish the request", timeout=30)
+        state = page.evaluate("JSON.parse(JSON.stringify(relayState))")
+        shot = page.call("Page.captureScreenshot")["data"]  # for a look when this test fails
+        (tmp_path / "page.png").write_bytes(base64.b64decode(shot))
+        assert (state["errors"], state["error"], state["status"]) == (0, None, "done"), state
+        assert (state["frames"], state["requests"]) == (50, 1)  # the bundled 2 s clip
+        assert any(0 < n < 50 for n in seen), seen  # counts seen in between: the frames arrived one by one
+        current = state["current"]
+        assert current["frames"] == current["expected"] == 50
+        assert 0 < current["firstFrameMs"] <= current["latencyMs"]
+        assert 10 < current["fps"] < 60, current["fps"]  # the stand-in's 25 frames a second, give or take load
+        dom = page.evaluate(
+            "({frames: document.querySelector('#frames').textContent,"
+            " request: document.querySelector('#request-frames').textContent,"
+            " reqId: document.querySelector('#req-id').textContent,"
+            " status: document.querySelector('#status').textContent,"
+            " rows: document.querySelectorAll('#history tr').length})"
+        )
+        assert dom == {"frames": "50", "request": "50 of 50", "reqId": state["lastReqId"], "status": "done", "rows": 1}
+
+        record = relay.record(state["lastReqId"])  # the page got every byte the stand-in sent
+        assert len(record["frames"]) == 50 and not record["interrupted"]
+        assert state["bytes"] == sum(len(base64.b64decode(f)) for f in record["frames"])
+    finally:
+        if page is not None:
+            page.close()
+        stop_chromium(browser)
