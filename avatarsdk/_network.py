@@ -106,6 +106,9 @@ class NetworkOptions:
                 http_proxy_host=parts.hostname,
                 http_proxy_port=parts.port or (443 if parts.scheme == "https" else 80),
                 proxy_type="http",
+                # An explicit proxy carries every connection, as in requests. websocket-client would exempt
+                # localhost/127.0.0.1 (its default no-proxy list, applied whenever the list is empty).
+                http_no_proxy=["no-proxy.avatarsdk.invalid"],
             )
             if parts.username:
                 options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))

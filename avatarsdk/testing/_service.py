@@ -631,6 +631,13 @@ class FakeAvatarService:
                 return conn, request
         return None
 
+    def clear_records(self) -> None:
+        """Forget the token requests and the connections that have closed (for long runs: the records are
+        the stand-in's only growing memory)."""
+        with self._lock:
+            self.token_requests.clear()
+            self.connections = [c for c in self.connections if not c.closed.is_set()]
+
     def connection(self, index: int = -1) -> FakeConnection:
         """A connection already made (``-1``: the latest)."""
         with self._lock:
