@@ -288,9 +288,20 @@ class FakeConnection:
         with self._sending:  # the record's order is the wire's order
             self._seq += 1
             data = animation_frame(self.connection_id or "", req_id, end, size or self.service.frame_size, self._seq)
-            self.ws.send(data)  # may block on a client that is not reading: not under _cond
-            self._record(functools.partial(self.sent.append, (req_id, data)))
+            self._send_recorded(data, req_id)
         return data
+
+    def _send_recorded(self, data: bytes, req_id: str) -> None:
+        """Record ``data`` as sent, then send it (a client may see it at once: the record must be there first;
+        a failed send takes the record back). The send may block on a client that is not reading, so it is
+        not under ``_cond``. Called with ``_sending`` held."""
+        entry = (req_id, data)
+        self._record(functools.partial(self.sent.append, entry))
+        try:
+            self.ws.send(data)
+        except BaseException:
+            self._record(functools.partial(self.sent.remove, entry))
+            raise
 
     def send_frames(
         self, req_id: str, count: int, *, size: Optional[int] = None, interval: float = 0.0, end: bool = True
@@ -338,8 +349,7 @@ class FakeConnection:
             with self._sending:
                 self._seq += 1
                 data = v1_animation_frame(size or self.service.frame_size, self._seq)
-                self.ws.send(data)
-                self._record(functools.partial(self.sent.append, ("", data)))
+                self._send_recorded(data, "")
             frames.append(data)
         return frames
 
@@ -386,8 +396,8 @@ class FakeConnection:
             for i in range(count):
                 self._seq += 1
                 frames.append(animation_frame(self.connection_id or "", "early", i == count - 1, 300, self._seq))
-            self.ws.socket.sendall(b"".join(_ws_frame(m) for m in [first, *frames]))
             self._record(functools.partial(self.sent.extend, [("early", f) for f in frames]))
+            self.ws.socket.sendall(b"".join(_ws_frame(m) for m in [first, *frames]))
 
     def _record(self, fn: Callable[[], None]) -> None:
         with self._cond:
