@@ -269,32 +269,47 @@ def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarSe
 # --------------------------------------------------------------------------------------- back-pressure
 
 
+def _loopback_buffering() -> int:
+    """The most bytes the kernel may buffer on one loopback TCP connection (receive plus send autotuning
+    limits); 64 MiB where the limits cannot be read."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_rmem") as rmem, open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
+            return int(rmem.read().split()[2]) + int(wmem.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 64 << 20
+
+
 def test_a_slow_consumer_holds_back_the_stream_without_losing_frames(
     make_session: MakeSession, recorder: Recorder
 ) -> None:
     """A callback far slower than the stream: the queue stays bounded (the reader stops reading, TCP pushes
-    back on the server) and every frame arrives, once and in order."""
+    back on the server) and every frame arrives, once and in order. The stream is sized past everything the
+    kernel can buffer on the connection, so the server must be held back."""
+    size = 16000
+    count = (_loopback_buffering() + (8 << 20)) // size
     release = threading.Event()
     seen: List[bytes] = []
 
     def slow(frame: bytes, last: bool) -> None:
-        release.wait(10)
+        release.wait(30)
         seen.append(frame)
 
-    with FakeAvatarService(frames_per_request=3000, frame_size=4000) as svc:
+    with FakeAvatarService(frames_per_request=count, frame_size=size) as svc:
         session = make_session(**svc.session_kwargs(transport_frames=slow), max_queued_frames=64)
-        session.init()
-        session.start()
-        session.send_audio(pcm(0.04), end=True)
-        conn = svc.wait_for_connection(0)
-        # The server cannot get everything out: the client's queue and socket buffers are full.
-        queue = session._queue
-        assert queue is not None
-        conn.wait_for(lambda: len(conn.sent) > 64)
-        with pytest.raises(TimeoutError):
-            conn.wait_for(lambda: len(conn.sent) == 3000, timeout=1.0)
-        assert len(queue) <= 64 + 300  # bounded: at most one block of the socket's bytes beyond the limit
-        release.set()
-        conn.wait_for(lambda: len(conn.sent) == 3000, timeout=30)
+        try:
+            session.init()
+            session.start()
+            session.send_audio(pcm(0.04), end=True)
+            conn = svc.wait_for_connection(0)
+            queue = session._queue
+            assert queue is not None
+            conn.wait_for(lambda: len(conn.sent) > 64)
+            # The server cannot get everything out: the client's queue and the socket buffers are full.
+            with pytest.raises(TimeoutError):
+                conn.wait_for(lambda: len(conn.sent) == count, timeout=1.0)
+            assert len(queue) <= 64 + 300  # bounded: at most one block of the socket's bytes beyond the limit
+        finally:
+            release.set()
+        conn.wait_for(lambda: len(conn.sent) == count, timeout=60)
         session.close()
     assert seen == conn.sent_frames()
