@@ -17,6 +17,7 @@ from .framefile import FrameWriter, read_frames
 from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
 from .pool import PoolStats, PoolTimeoutError, SessionPool
+from .reconnect import ReconnectEvent, ReconnectPolicy, ReconnectState
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -45,6 +46,9 @@ __all__ = [
     "PlaybackStatus",
     "PoolStats",
     "PoolTimeoutError",
+    "ReconnectEvent",
+    "ReconnectPolicy",
+    "ReconnectState",
     "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",

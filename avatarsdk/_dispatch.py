@@ -108,7 +108,8 @@ class Dispatcher(Generic[E]):
     """The thread that takes items off a :class:`FrameQueue` and hands them to the session's handlers.
 
     ``on_frame(bytes)`` for binary messages, ``on_text(TextFrame)`` for text ones, then ``on_end(value)``
-    once, with the value given to ``put_end``; the thread ends after ``on_end`` returns.
+    with the value given to ``put_end``. The thread ends after ``on_end`` returns, unless it returns a new
+    queue (a reconnected session's): the thread then goes on with that one.
     """
 
     def __init__(
@@ -117,7 +118,7 @@ class Dispatcher(Generic[E]):
         *,
         on_frame: Callable[[bytes], None],
         on_text: Callable[[TextFrame], None],
-        on_end: Callable[[E], None],
+        on_end: Callable[[E], Optional[FrameQueue[E]]],
         name: str,
     ) -> None:
         self._queue = queue
@@ -163,8 +164,11 @@ class Dispatcher(Generic[E]):
                     if type(item) is bytes:
                         on_frame(item)
                     elif isinstance(item, _End):
-                        self._on_end(item.value)
-                        return
+                        following = self._on_end(item.value)
+                        if following is None:
+                            return
+                        self._queue = following  # the end is a queue's last item: nothing of the batch is left
+                        get_batch = following.get_batch
                     else:
                         self._on_text(item)
                 except Exception:

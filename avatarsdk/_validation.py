@@ -136,7 +136,7 @@ def check_config(config: Any) -> SessionConfig:
         )
     if check_int("bitrate", config.bitrate) < 0:
         raise ValueError(f"bitrate: expected 0 or a positive bitrate, got {config.bitrate!r}")
-    for name in ("transport_frames", "on_error", "on_close", "on_playback_state", "on_encoded_audio"):
+    for name in ("transport_frames", "on_error", "on_close", "on_playback_state", "on_encoded_audio", "on_reconnect"):
         check_callback(name, getattr(config, name))
     encoder = config.ogg_opus_encoder
     if encoder is not None:

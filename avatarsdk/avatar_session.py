@@ -9,6 +9,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections import deque
@@ -22,7 +23,7 @@ from . import _opus, _protocol, _protocol_v1
 from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
 from ._network import ClientCert, NetworkOptions, user_stacklevel, warn_insecure_transport
 from ._protocol import peek_animation
-from ._token import RetryPolicy, request_session_token
+from ._token import NO_RETRIES, RetryPolicy, request_session_token
 from ._transport import CLOSE_NORMAL, Connection, ParkedThread, Reader, StreamEnd, closed_error, server_error
 from ._validation import (
     HttpTimeout,
@@ -34,6 +35,7 @@ from ._validation import (
     check_timeout,
 )
 from .errors import (
+    PHASE_SESSION_TOKEN,
     PHASE_WEBSOCKET_RUNTIME,
     PHASE_WEBSOCKET_SEND,
     AvatarSDKError,
@@ -41,6 +43,7 @@ from .errors import (
 )
 from .logid import generate_log_id
 from .playback import PlaybackState
+from .reconnect import ReconnectEvent, ReconnectPolicy, ReconnectState, reconnect_policy
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -51,6 +54,7 @@ from .session_config import (
     LiveKitEgressConfig,
     OggOpusEncoderConfig,
     PlaybackStateCallback,
+    ReconnectCallback,
     SessionConfig,
     TransportFramesCallback,
 )
@@ -71,6 +75,8 @@ DEFAULT_PING_TIMEOUT = 20.0
 DEFAULT_HTTP_RETRIES = 2
 DEFAULT_HTTP_RETRY_DEADLINE = 30.0
 DEFAULT_CHUNK_MS = 100
+
+MAX_TRACKED_REQUESTS = 256  # requests in flight remembered for a reconnect (oldest forgotten first)
 
 _session_numbers = itertools.count(1)
 
@@ -97,6 +103,7 @@ class _State(enum.Enum):
     INITIALIZED = "initialized"
     STARTING = "starting"
     STARTED = "started"
+    RECONNECTING = "reconnecting"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -138,6 +145,11 @@ class AvatarSession:
         client_cert: A client certificate: a PEM file holding certificate and key, or ``(cert, key)`` paths.
         proxy: ``http://[user:password@]host:port`` for both connections; by default the environment's
             ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` apply, as in requests and websocket-client.
+        reconnect: ``True`` or a :class:`~avatarsdk.ReconnectPolicy` to reconnect automatically after a drop
+            worth retrying (see :mod:`avatarsdk.reconnect`): a new token, connection and handshake, with
+            backoff. Requests in flight at the drop fail (``on_error``, one retryable error naming each
+            ``req_id``); ``config.on_reconnect`` follows the attempts; sends wait for the new connection (up
+            to ``send_timeout``). Off by default.
 
     Every timeout may be ``None`` for no limit. Credentials that would travel unencrypted to another host, or in
     a URL query, raise an ``InsecureTransportWarning`` when the session is created.
@@ -165,6 +177,7 @@ class AvatarSession:
         ca_bundle: Optional[str] = None,
         client_cert: Optional[ClientCert] = None,
         proxy: Optional[str] = None,
+        reconnect: Union[bool, ReconnectPolicy, None] = None,
         _warn_insecure: bool = True,
     ) -> None:
         check_config(config)
@@ -204,10 +217,15 @@ class AvatarSession:
                 config.console_endpoint_url, config.ingress_endpoint_url, use_query_auth=config.use_query_auth
             )
         self._http: Optional[requests.Session] = None  # the token calls' connection pool, made by init()
+        self._reconnect = reconnect_policy(reconnect)
+        # Requests in flight are tracked only for a reconnect to fail them (egress sessions get no frames back).
+        self._track = self._reconnect is not None and not (self._config.livekit_egress or self._config.agora_egress)
 
         self._configure = _protocol.encode_configure(self._config)  # the handshake's first message, ready
         self._number = next(_session_numbers)
         self._lock = threading.Lock()  # guards the state below
+        self._state_changed = threading.Condition(self._lock)  # senders wait here while a reconnect runs
+        self._wake = threading.Event()  # set by close(): cuts a reconnect's backoff short
         self._send_lock = threading.Lock()  # wire order of client messages, and the req_id state
         self._state = _State.NEW
         self._token: Optional[str] = None
@@ -226,6 +244,8 @@ class AvatarSession:
         self._pulls: Dict[str, AvatarRequest] = {}  # open pull requests by req_id (written under the lock)
         self._capabilities: FrozenSet[str] = frozenset()
         self._request_has_audio = False  # a chunk of the current request went out (send lock)
+        self._in_flight: Dict[str, None] = {}  # sent, last frame not delivered yet (with the lock; if _track)
+        self._cut: Dict[str, AvatarSDKError] = {}  # requests the last drop cut off → its cause (send lock)
         encoder = self._config.ogg_opus_encoder  # PCM → Ogg Opus in the SDK; PyAV missing fails here, before I/O
         self._encoder = (
             _opus.OggOpusStreamEncoder(
@@ -337,49 +357,10 @@ class AvatarSession:
             self._state = _State.STARTING
             token = self._token
         assert token is not None
-        config = self._config
-        if self._v1:  # no handshake: the connection id is our own
-            v1_connection_id = generate_log_id()
-            url, headers = _protocol_v1.websocket_target(
-                config.ingress_endpoint_url,
-                avatar_id=config.avatar_id,
-                session_token=token,
-                connection_id=v1_connection_id,
-            )
-        else:
-            url, headers = _protocol.websocket_target(
-                config.ingress_endpoint_url,
-                avatar_id=config.avatar_id,
-                app_id=config.app_id,
-                session_token=token,
-                use_query_auth=config.use_query_auth,
-            )
         try:
-            conn = Connection.open(
-                url,
-                headers,
-                connect_timeout=self._connect_timeout,
-                secrets=_secrets(config, token),
-                max_message_size=self._max_message_size,
-                options=self._net.websocket_options(),
-                keepalive=(self._ping_interval, self._ping_timeout),
-            )
-        except BaseException:
-            self._start_failed()
-            raise
-        with self._lock:
-            self._conn = conn  # close() meanwhile shuts it down, cutting the handshake short
-        try:
-            capabilities: Tuple[str, ...] = ()
-            if self._v1:
-                connection_id = v1_connection_id
-            else:
-                confirm = conn.handshake(self._configure, self._handshake_timeout)
-                connection_id, capabilities = confirm.connection_id, confirm.capabilities
-            conn.set_timeout(self._send_timeout)
+            conn, connection_id, capabilities = self._connect(token, _State.STARTING)
         except BaseException as exc:
-            conn.close()
-            if self._start_failed() and not isinstance(exc, ValueError):
+            if self._start_failed():
                 raise ValueError("start(): the session was closed while starting") from exc
             raise
         queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
@@ -421,6 +402,57 @@ class AvatarSession:
             self._finish()
         return closing
 
+    def _connect(self, token: str, state: _State) -> Tuple[Connection, str, Tuple[str, ...]]:
+        """Open a connection with ``token`` and complete the handshake (for ``start()`` and reconnects, while
+        the session is in ``state``); return it with its id and the server's capabilities. A ``close()``
+        meanwhile shuts the connection down (the handshake then fails) or, before it is open, makes it raise
+        ``ValueError``."""
+        config = self._config
+        if self._v1:  # no handshake: the connection id is our own
+            v1_connection_id = generate_log_id()
+            url, headers = _protocol_v1.websocket_target(
+                config.ingress_endpoint_url,
+                avatar_id=config.avatar_id,
+                session_token=token,
+                connection_id=v1_connection_id,
+            )
+        else:
+            url, headers = _protocol.websocket_target(
+                config.ingress_endpoint_url,
+                avatar_id=config.avatar_id,
+                app_id=config.app_id,
+                session_token=token,
+                use_query_auth=config.use_query_auth,
+            )
+        conn = Connection.open(
+            url,
+            headers,
+            connect_timeout=self._connect_timeout,
+            secrets=_secrets(config, token),
+            max_message_size=self._max_message_size,
+            options=self._net.websocket_options(),
+            keepalive=(self._ping_interval, self._ping_timeout),
+        )
+        with self._lock:
+            closing = self._state is not state
+            if not closing:
+                self._conn = conn  # close() meanwhile shuts it down, cutting the handshake short
+        if closing:
+            conn.close()
+            raise ValueError("the session was closed while connecting")
+        try:
+            capabilities: Tuple[str, ...] = ()
+            if self._v1:
+                connection_id = v1_connection_id
+            else:
+                confirm = conn.handshake(self._configure, self._handshake_timeout)
+                connection_id, capabilities = confirm.connection_id, confirm.capabilities
+            conn.set_timeout(self._send_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, connection_id, capabilities
+
     def send_audio(self, audio: Union[bytes, bytearray, memoryview], end: bool = False) -> str:
         """Send one chunk of the current request's audio; return its request id.
 
@@ -440,6 +472,10 @@ class AvatarSession:
         """
         data = self._check_audio(audio, end)
         with self._send_lock:
+            cut = self._current_req_id
+            if cut is not None and cut in self._cut:
+                self._current_req_id = None  # the next chunk starts a new request
+                raise self._cut_error(cut, PHASE_WEBSOCKET_SEND)
             conn = self._sendable("send_audio")
             req_id = self._current_req_id or generate_log_id()
             self._current_req_id = req_id
@@ -473,6 +509,11 @@ class AvatarSession:
                     " OGG_OPUS session, set ogg_opus_encoder"
                 )
         self._send(conn, self._encode_audio(req_id, payload, end), req_id)
+        if first and self._track:
+            with self._lock:
+                self._in_flight[req_id] = None
+                if len(self._in_flight) > MAX_TRACKED_REQUESTS:
+                    del self._in_flight[next(iter(self._in_flight))]
         self._request_has_audio = not end
         if end:
             self._current_req_id = None
@@ -574,6 +615,10 @@ class AvatarSession:
     def _send_for_request(self, req_id: str, audio: Union[bytes, bytearray, memoryview], end: bool) -> None:
         data = self._check_audio(audio, end)
         with self._send_lock:
+            if req_id in self._cut:
+                if self._current_req_id == req_id:
+                    self._current_req_id = None
+                raise self._cut_error(req_id, PHASE_WEBSOCKET_SEND)
             conn = self._sendable("send")
             if self._current_req_id != req_id:
                 raise ValueError(
@@ -594,6 +639,8 @@ class AvatarSession:
         """A pull request is done or abandoned: stop routing to it; interrupt it if it is still running."""
         with self._lock:
             self._pulls.pop(req_id, None)
+            if interrupt:
+                self._in_flight.pop(req_id, None)
             started = self._state is _State.STARTED and self._process == _process_generation()
         if not (interrupt and started) or self._v1:  # v1 has no interrupt
             return
@@ -645,6 +692,15 @@ class AvatarSession:
         """Send a control message naming the most recent request (``ends_request``: the next chunk starts a
         new one, decided under the same lock as the send, so no chunk of the old request can follow it)."""
         with self._send_lock:
+            cut = self._last_req_id
+            if cut is not None and cut in self._cut:  # the request is gone with the connection it ran on
+                if not ends_request:
+                    raise self._cut_error(cut, PHASE_WEBSOCKET_SEND)
+                if self._current_req_id == cut:
+                    self._current_req_id = None
+                self._last_req_id = None
+                logger.debug("session #%d: %s of request %s, cut off by a drop: nothing to send", self._number, op, cut)
+                return cut
             conn = self._sendable(op)
             if self._v1:
                 raise ValueError(f"{op}(): the v1 ingress has no {op}")
@@ -658,6 +714,9 @@ class AvatarSession:
             if ends_request:
                 self._current_req_id = None
                 self._drop_request_audio()
+                if self._track:
+                    with self._lock:
+                        self._in_flight.pop(req_id, None)
         logger.debug("session #%d: %s req_id %s", self._number, op, req_id)
         return req_id
 
@@ -680,6 +739,7 @@ class AvatarSession:
                 first = True
                 self._user_closed = True
                 self._state = _State.CLOSING
+                self._state_changed.notify_all()
                 self._token = None
             conn, reader, dispatcher, queue = self._conn, self._reader_thread, self._dispatcher, self._queue
             parked, self._parked = self._parked, None
@@ -687,12 +747,17 @@ class AvatarSession:
             parked.cancel()
             parked.thread.join(self._close_timeout)
         on_dispatcher = dispatcher is not None and dispatcher.is_current()
-        if first and state is _State.STARTING and conn is not None:
-            conn.shutdown()  # cut the handshake short: start() fails and finishes the close
-        if not first or state is _State.STARTING:
-            # Someone else is closing (or start() will finish the close): wait for the end, not forever.
+        if first and state in (_State.STARTING, _State.RECONNECTING):
+            self._wake.set()  # cut a reconnect's backoff short
+            if conn is not None:
+                conn.shutdown()  # cut the handshake short: start() (or the reconnect) fails and finishes the close
+        if not first or state in (_State.STARTING, _State.RECONNECTING):
+            # Someone else is closing (or start() or the reconnect will finish the close): wait for the end, not
+            # forever.
             if not on_dispatcher and threading.get_ident() != self._finisher:
                 self._closed.wait(self._close_timeout)
+                if state is _State.RECONNECTING and dispatcher is not None:
+                    dispatcher.join(self._close_timeout)
             return
         if state in (_State.NEW, _State.INITIALIZED):
             self._finish()
@@ -776,10 +841,21 @@ class AvatarSession:
         """The connection, if a client message may be sent now (called with the send lock held)."""
         self._check_process(op)
         with self._lock:
+            if self._state is _State.RECONNECTING:
+                self._state_changed.wait_for(lambda: self._state is not _State.RECONNECTING, self._send_timeout)
             state, conn = self._state, self._conn
             user_closed, end_error = self._user_closed, self._end_error
         if state is _State.STARTED and conn is not None and conn.end is None:
             return conn
+        if state is _State.RECONNECTING:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.connectionClosed,
+                f"{op}(): the connection dropped and is not re-established yet (waited {self._send_timeout}s);"
+                " try again",
+                phase=PHASE_WEBSOCKET_SEND,
+                connection_id=self._connection_id,
+                retryable=True,
+            )
         if state in (_State.NEW, _State.INITIALIZED, _State.STARTING):
             raise ValueError(f"{op}(): the session is not started; call start() first")
         if user_closed:
@@ -887,6 +963,9 @@ class AvatarSession:
                 logger.debug("session #%d: repeated end of request %s ignored", self._number, req_id)
                 return
             self._ended_req_ids.append(req_id)
+            if self._track:
+                with self._lock:
+                    self._in_flight.pop(req_id, None)
         callback = self._config.transport_frames
         if callback is not None:
             try:
@@ -907,17 +986,14 @@ class AvatarSession:
         )
         safe_call("on_error", self._config.on_error, error)
 
-    def _on_end(self, end: StreamEnd) -> None:
+    def _on_end(self, end: StreamEnd) -> Optional[FrameQueue[StreamEnd]]:
+        """The connection ended (every frame before the end is delivered): report it, then close the session,
+        or reconnect and return the new connection's queue."""
         conn, reader = self._conn, self._reader_thread
         assert conn is not None and reader is not None
         reader.join()  # it queued the end as its last act
-        with self._send_lock:
-            conn.close()
-            self._drop_request_audio()  # the encoder's stream, if a request was cut off
         with self._lock:
             user_closed = self._user_closed
-            if self._state is _State.STARTED:
-                self._state = _State.CLOSING
             send_failure = self._send_failure
         error: Optional[AvatarSDKError] = None
         if not user_closed:
@@ -928,26 +1004,234 @@ class AvatarSession:
                 error = self._end_from(end)
             else:
                 error = send_failure or self._end_from(end)
-            if (
-                error is not None
-                and error.close_code is not None
-                and str(error.close_code) == self._last_server_error_code
-            ):
-                logger.debug(
-                    "session #%d: close %s follows the server error already reported", self._number, error.close_code
-                )
-                error = None
-            elif error is None:
-                logger.info("session #%d: closed by the server (code %s)", self._number, end.close_code)
+        reported = (  # the server's error message of the same code came first, and was reported
+            error is not None and error.close_code is not None and str(error.close_code) == self._last_server_error_code
+        )
+        cut: Tuple[str, ...] = ()
+        with self._send_lock:
+            conn.close()
+            self._drop_request_audio()  # the encoder's stream, if a request was cut off
+            with self._lock:
+                reconnect = self._reconnect is not None and self._state is _State.STARTED
+                reconnect = reconnect and error is not None and error.retryable
+                if reconnect:
+                    assert error is not None
+                    self._state = _State.RECONNECTING
+                    current = self._current_req_id
+                    cut = tuple(self._in_flight) + ((current,) if current and current not in self._in_flight else ())
+                    self._in_flight.clear()
+                    self._cut = dict.fromkeys(cut, error)
+                    if self._last_req_id not in self._cut:
+                        self._last_req_id = None  # the new connection knows no request
+                elif self._state is _State.STARTED:
+                    self._state = _State.CLOSING
+        if reconnect:
+            assert error is not None
+            return self._reconnect_after(error, cut, reported)
+        if error is not None and reported:
+            logger.debug(
+                "session #%d: close %s follows the server error already reported", self._number, error.close_code
+            )
+            error = None
+        elif error is None and not user_closed:
+            logger.info("session #%d: closed by the server (code %s)", self._number, end.close_code)
         with self._lock:
             self._end_error = error or self._end_from(end)
-            pulls = list(self._pulls.values())
         if error is not None:
             logger.debug("session #%d: ended by %r", self._number, error)
             safe_call("on_error", self._config.on_error, error)
-        for request in pulls:  # their last frames will not come
-            request._fail(self._ended_error(request.req_id, error))
+        self._fail_pulls(error)
         self._finish()
+        return None
+
+    def _fail_pulls(self, cause: Optional[AvatarSDKError]) -> None:
+        """The session ends: open pull requests' last frames will not come."""
+        with self._lock:
+            pulls = list(self._pulls.values())
+        for request in pulls:
+            request._fail(self._ended_error(request.req_id, cause))
+
+    # ------------------------------------------------------------------------------------- reconnect
+
+    def _cut_error(self, req_id: str, phase: str) -> AvatarSDKError:
+        """The error of request ``req_id``, cut off by the drop ``self._cut[req_id]``."""
+        cause = self._cut[req_id]
+        return AvatarSDKError(
+            cause.code,
+            f"request {req_id} was cut off when the connection dropped ({cause.message}); its frames will not"
+            " come: send its audio again",
+            phase=phase,
+            req_id=req_id,
+            connection_id=cause.connection_id,
+            close_code=cause.close_code,
+            close_reason=cause.close_reason,
+            server_code=cause.server_code,
+            retryable=True,
+        )
+
+    def _reconnect_after(
+        self, cause: AvatarSDKError, cut: Tuple[str, ...], reported: bool
+    ) -> Optional[FrameQueue[StreamEnd]]:
+        """On the dispatcher thread, after a drop worth retrying: fail the requests it cut off, then reconnect
+        as the policy says. Return the new connection's queue, or ``None`` once the session is closed."""
+        policy = self._reconnect
+        assert policy is not None
+        previous = self._connection_id
+        logger.warning(
+            "session #%d: connection %s dropped (%s); reconnecting", self._number, previous, cause.code.value
+        )
+        with self._lock:
+            pulls = {req_id: self._pulls.get(req_id) for req_id in cut}
+        for req_id, request in pulls.items():
+            error = self._cut_error(req_id, PHASE_WEBSOCKET_RUNTIME)
+            safe_call("on_error", self._config.on_error, error)
+            if request is not None:
+                request._fail(error)
+        if not cut and not reported:
+            safe_call("on_error", self._config.on_error, cause)
+
+        def tell(
+            state: ReconnectState,
+            attempt: int,
+            error: Optional[AvatarSDKError] = None,
+            delay: float = 0.0,
+            connection_id: Optional[str] = None,
+        ) -> None:
+            event = ReconnectEvent(state, attempt, cause, error, delay, connection_id, previous, cut)
+            safe_call("on_reconnect", self._config.on_reconnect, event)
+
+        began = time.monotonic()
+        last: Optional[AvatarSDKError] = None
+        attempt = 0
+        while attempt < policy.max_attempts:
+            delay = policy.delay(attempt + 1)
+            if attempt and policy.deadline is not None and time.monotonic() - began + delay > policy.deadline:
+                break
+            attempt += 1
+            tell(ReconnectState.reconnecting, attempt, error=last, delay=delay)
+            if self._wake.wait(delay) or not self._reconnecting():
+                break  # close()
+            try:
+                conn, connection_id, capabilities = self._connect(self._new_token(), _State.RECONNECTING)
+            except AvatarSDKError as err:
+                logger.info("session #%d: reconnect attempt %d failed: %s", self._number, attempt, err)
+                last = err
+                if not err.retryable or not self._reconnecting():
+                    break
+                continue
+            except Exception as exc:
+                if not self._reconnecting():
+                    break  # close() cut the attempt short
+                logger.exception("session #%d: reconnect attempt %d failed unexpectedly", self._number, attempt)
+                last = AvatarSDKError(
+                    AvatarSDKErrorCode.unknown,
+                    f"reconnect attempt {attempt} failed: {type(exc).__name__}",
+                    phase=PHASE_WEBSOCKET_RUNTIME,
+                )
+                break
+            queue = self._resume(conn, connection_id, capabilities)
+            if queue is None:
+                break  # close() came first
+            logger.info(
+                "session #%d: reconnected after %d attempt%s (connection id %s)",
+                self._number,
+                attempt,
+                "s" if attempt > 1 else "",
+                connection_id,
+            )
+            tell(ReconnectState.reconnected, attempt, connection_id=connection_id)
+            return queue
+        with self._lock:
+            closing = not self._reconnecting()
+            if not closing:
+                self._state = _State.CLOSING
+                self._state_changed.notify_all()
+        if not closing:  # the policy gave up
+            final = self._gave_up(cause, last, attempt, time.monotonic() - began)
+            with self._lock:
+                self._end_error = final
+            logger.warning("session #%d: %s", self._number, final.message)
+            safe_call("on_error", self._config.on_error, final)
+            tell(ReconnectState.failed, attempt, error=last)
+            self._fail_pulls(final)
+        else:
+            self._fail_pulls(None)
+        self._finish()
+        return None
+
+    def _reconnecting(self) -> bool:
+        """Whether the reconnect goes on (``close()`` ends it)."""
+        return self._state is _State.RECONNECTING
+
+    def _new_token(self) -> str:
+        """A session token for a reconnect (the reconnect's own backoff stands in for the token call's retries)."""
+        config = self._config
+        try:
+            expire_at = check_expire_at(config.expire_at)
+        except ValueError:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.sessionTokenExpired,
+                "cannot reconnect: the session's expire_at has passed",
+                phase=PHASE_SESSION_TOKEN,
+            ) from None
+        if self._http is None:
+            self._http = requests.Session()
+        return request_session_token(
+            config.console_endpoint_url,
+            api_key=config.api_key,
+            expire_at=expire_at,
+            timeout=self._http_timeout,
+            retry=NO_RETRIES,
+            http=self._http,
+            request_options=self._net.requests_kwargs(),
+        )
+
+    def _resume(
+        self, conn: Connection, connection_id: str, capabilities: Tuple[str, ...]
+    ) -> Optional[FrameQueue[StreamEnd]]:
+        """Make the reconnected ``conn`` the session's and start its reader; ``None`` if ``close()`` came first."""
+        queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
+        with self._lock:
+            closing = self._state is not _State.RECONNECTING
+            if not closing:
+                assert self._dispatcher is not None
+                parked = ParkedThread(f"avatarsdk-reader-{self._number}")
+                self._conn, self._queue, self._reader_thread = conn, queue, parked.thread
+                self._connection_id = connection_id
+                self._capabilities = frozenset(capabilities)
+                self._send_failure = None
+                self._last_server_error_code = None
+                if self._segments is not None:
+                    self._segments = _protocol_v1.SegmentCounter()
+                self._state = _State.STARTED
+                self._state_changed.notify_all()
+                parked.run(Reader(conn, queue, self._dispatcher).run)
+        if closing:
+            conn.send_close(CLOSE_NORMAL)
+            conn.close()
+            return None
+        return queue
+
+    def _gave_up(
+        self, cause: AvatarSDKError, last: Optional[AvatarSDKError], attempts: int, elapsed: float
+    ) -> AvatarSDKError:
+        """The error that ends a session whose reconnect failed."""
+        why = last or cause
+        return AvatarSDKError(
+            why.code,
+            f"reconnect failed after {attempts} attempt{'s' if attempts != 1 else ''} in {elapsed:.1f}s"
+            f" (connection dropped: {cause.message}; last attempt: {why.message})",
+            phase=why.phase,
+            http_status=why.http_status,
+            server_code=why.server_code,
+            server_title=why.server_title,
+            server_detail=why.server_detail,
+            connection_id=self._connection_id,
+            raw_body=why.raw_body,
+            close_code=why.close_code,
+            close_reason=why.close_reason,
+            retryable=why.retryable,
+        )
 
     def _ended_error(self, req_id: str, cause: Optional[AvatarSDKError]) -> AvatarSDKError:
         """What an open pull request raises when the session ends before its last frame."""
@@ -976,6 +1260,7 @@ class AvatarSession:
         """Enter CLOSED and run ``on_close``, exactly once."""
         with self._lock:
             self._state = _State.CLOSED
+            self._state_changed.notify_all()
             self._token = None
             http, self._http = self._http, None
             first = not self._on_close_called
@@ -1038,6 +1323,7 @@ def new_avatar_session(
     on_playback_state: Optional[PlaybackStateCallback] = None,
     ogg_opus_encoder: Optional[OggOpusEncoderConfig] = None,
     on_encoded_audio: Optional[EncodedAudioCallback] = None,
+    on_reconnect: Optional[ReconnectCallback] = None,
     livekit_egress: Optional[LiveKitEgressConfig] = None,
     agora_egress: Optional[AgoraEgressConfig] = None,
     http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
@@ -1055,6 +1341,7 @@ def new_avatar_session(
     ca_bundle: Optional[str] = None,
     client_cert: Optional[ClientCert] = None,
     proxy: Optional[str] = None,
+    reconnect: Union[bool, ReconnectPolicy, None] = None,
 ) -> AvatarSession:
     """Create an :class:`AvatarSession` from keyword arguments (the fields of :class:`SessionConfig` and the
     session's timeouts). Unknown keywords raise ``TypeError``; invalid values raise ``ValueError``/``TypeError``
@@ -1085,6 +1372,7 @@ def new_avatar_session(
         on_playback_state=on_playback_state,
         ogg_opus_encoder=ogg_opus_encoder,
         on_encoded_audio=on_encoded_audio,
+        on_reconnect=on_reconnect,
         console_endpoint_url=console_endpoint_url,
         ingress_endpoint_url=ingress_endpoint_url,
         livekit_egress=livekit_egress,
@@ -1107,4 +1395,5 @@ def new_avatar_session(
         ca_bundle=ca_bundle,
         client_cert=client_cert,
         proxy=proxy,
+        reconnect=reconnect,
     )

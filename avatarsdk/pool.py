@@ -98,6 +98,7 @@ from .avatar_session import (
     _process_generation,
 )
 from .errors import AvatarSDKError, AvatarSDKErrorCode
+from .reconnect import ReconnectPolicy
 from .request import Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -107,6 +108,7 @@ from .session_config import (
     LiveKitEgressConfig,
     OggOpusEncoderConfig,
     PlaybackStateCallback,
+    ReconnectCallback,
     SessionConfig,
     TransportFramesCallback,
 )
@@ -209,11 +211,13 @@ class SessionPool:
             Every session's configuration, as for :func:`~avatarsdk.new_avatar_session`.
         transport_frames: Receives every frame of every session (``None``: use the pull API).
         on_error: Receives every session's errors, and the errors of starts made by the maintenance thread.
-        on_playback_state, on_encoded_audio: Every session's, as for :func:`~avatarsdk.new_avatar_session`.
+        on_playback_state, on_encoded_audio, on_reconnect: Every session's, as for
+            :func:`~avatarsdk.new_avatar_session`.
         http_timeout, connect_timeout, handshake_timeout, send_timeout, close_timeout, max_queued_frames,
             max_message_size, ping_interval, ping_timeout, http_retries, http_retry_deadline, verify_tls,
-            ca_bundle, client_cert, proxy: Every session's limits and network settings, as for
-            :class:`~avatarsdk.AvatarSession`.
+            ca_bundle, client_cert, proxy, reconnect: Every session's limits, network settings and reconnect
+            policy, as for :class:`~avatarsdk.AvatarSession` (a lent session that reconnects stays lent; one
+            whose reconnect fails is replaced like any ended session).
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it); nothing has been sent.
@@ -243,6 +247,7 @@ class SessionPool:
         on_error: Optional[ErrorCallback] = None,
         on_playback_state: Optional[PlaybackStateCallback] = None,
         on_encoded_audio: Optional[EncodedAudioCallback] = None,
+        on_reconnect: Optional[ReconnectCallback] = None,
         http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -258,6 +263,7 @@ class SessionPool:
         ca_bundle: Optional[str] = None,
         client_cert: Optional[ClientCert] = None,
         proxy: Optional[str] = None,
+        reconnect: Union[bool, ReconnectPolicy, None] = None,
     ) -> None:
         if check_int("max_size", max_size) < 1:
             raise ValueError(f"max_size: expected at least 1, got {max_size!r}")
@@ -290,6 +296,7 @@ class SessionPool:
             ca_bundle=ca_bundle,
             client_cert=client_cert,
             proxy=proxy,
+            reconnect=reconnect,
         )
         # The sessions' own checks, on a session that is never started (no I/O); its copy of the
         # configuration is the template of every session (later changes to the caller's objects do not
@@ -314,6 +321,7 @@ class SessionPool:
                 on_playback_state=on_playback_state,
                 ogg_opus_encoder=ogg_opus_encoder,
                 on_encoded_audio=on_encoded_audio,
+                on_reconnect=on_reconnect,
             ),
         )
         self._template = probe.config

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
 if TYPE_CHECKING:
     from .errors import AvatarSDKError
     from .playback import PlaybackState
+    from .reconnect import ReconnectEvent
 
 __all__ = [
     "AgoraEgressConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "LiveKitEgressConfig",
     "OggOpusEncoderConfig",
     "PlaybackStateCallback",
+    "ReconnectCallback",
     "SessionConfig",
     "SessionConfigBuilder",
     "TransportFramesCallback",
@@ -42,6 +44,8 @@ CloseCallback = Callable[[], None]
 PlaybackStateCallback = Callable[["PlaybackState"], None]
 #: ``on_encoded_audio(req_id, ogg_stream)``: a request's whole Ogg Opus stream as the SDK encoded it.
 EncodedAudioCallback = Callable[[str, bytes], None]
+#: ``on_reconnect(event)``: the progress of an automatic reconnect (sessions created with ``reconnect``).
+ReconnectCallback = Callable[["ReconnectEvent"], None]
 
 
 class AudioFormat(str, Enum):
@@ -146,6 +150,8 @@ class SessionConfig:
             (:class:`OggOpusEncoderConfig`); without it, ``send_audio()`` takes Ogg Opus bytes as they are.
         on_encoded_audio: ``(req_id, ogg_stream)``: each request's whole encoded stream, once its last chunk
             is sent (with ``ogg_opus_encoder``), on the thread that sent it.
+        on_reconnect: Receives each step of an automatic reconnect as a :class:`~avatarsdk.ReconnectEvent`
+            (sessions created with ``reconnect``), on the dispatcher thread.
     """
 
     avatar_id: str = ""
@@ -166,6 +172,7 @@ class SessionConfig:
     on_playback_state: Optional[PlaybackStateCallback] = None
     ogg_opus_encoder: Optional[OggOpusEncoderConfig] = None
     on_encoded_audio: Optional[EncodedAudioCallback] = None
+    on_reconnect: Optional[ReconnectCallback] = None
 
     def __post_init__(self) -> None:
         self.audio_format = _coerce_audio_format(self.audio_format)
@@ -273,6 +280,11 @@ class SessionConfigBuilder:
     def with_on_encoded_audio(self, handler: EncodedAudioCallback) -> SessionConfigBuilder:
         """Set the callback that receives each request's encoded Ogg Opus stream."""
         self._config.on_encoded_audio = handler
+        return self
+
+    def with_on_reconnect(self, handler: ReconnectCallback) -> SessionConfigBuilder:
+        """Set the callback that follows automatic reconnects."""
+        self._config.on_reconnect = handler
         return self
 
     def build(self) -> SessionConfig:

@@ -67,8 +67,12 @@ class FaultProxy:
             pass
         self._listener.close()
         for a, b in pairs:
-            _close(a)
-            _close(b)
+            for sock in (a, b):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv() (close() alone would not)
+                except OSError:
+                    pass
+                _close(sock)
         for thread in list(self._threads):
             thread.join(5)
 
@@ -101,6 +105,9 @@ class FaultProxy:
             for sock in (a, b):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    # Wake the pump blocked in recv() (closing alone would not: its call holds the socket,
+                    # and the RST goes out only when the last holder lets go). SHUT_RD sends nothing.
+                    sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
                 _close(sock)
