@@ -216,8 +216,8 @@ class SessionPool:
         http_timeout, connect_timeout, handshake_timeout, send_timeout, close_timeout, max_queued_frames,
             max_message_size, ping_interval, ping_timeout, http_retries, http_retry_deadline, verify_tls,
             ca_bundle, client_cert, proxy, reconnect: Every session's limits, network settings and reconnect
-            policy, as for :class:`~avatarsdk.AvatarSession` (a lent session that reconnects stays lent; one
-            whose reconnect fails is replaced like any ended session).
+            policy, as for :class:`~avatarsdk.AvatarSession` (a lent session that reconnects goes on serving
+            its borrower; like any session that reported an error, it is replaced when returned).
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it); nothing has been sent.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 from conftest import Recorder, pcm, started
@@ -18,6 +18,7 @@ from avatarsdk import (
     ReconnectEvent,
     ReconnectPolicy,
     ReconnectState,
+    SessionPool,
     new_avatar_session,
 )
 from avatarsdk.testing import (
@@ -505,3 +506,19 @@ def test_reconnect_arguments_are_checked() -> None:
         ReconnectPolicy(initial_delay=5, max_delay=1)
     with pytest.raises(ValueError, match="initial_delay"):
         ReconnectPolicy(initial_delay=float("nan"))
+
+
+def test_a_pooled_session_reconnects_for_its_borrower_and_is_replaced_when_returned(
+    service: FakeAvatarService, recorder: Recorder, events: Events
+) -> None:
+    credentials: Dict[str, Any] = dict(service.credentials())
+    with SessionPool(**credentials, reconnect=FAST, on_reconnect=events, on_error=recorder.on_error) as pool:
+        with pool.session() as session:
+            first = session.connection_id
+            service.wait_for_connection(0).drop()
+            events.wait(ReconnectState.reconnected)
+            assert session.connection_id != first and len(session.collect(pcm(0.08))) == 2
+        assert recorder.errors[0].retryable
+        assert pool.stats().discarded == 1  # it reported an error: not lent again
+        with pool.session() as session:
+            assert len(session.collect(pcm(0.04))) == 1
