@@ -42,9 +42,10 @@ def _str_or_none(value: Any) -> Optional[str]:
     return str(value)
 
 
-def error_details(document: Any, text: str) -> Dict[str, Optional[str]]:
+def error_details(document: Any, text: str, secrets: Tuple[str, ...] = ()) -> Dict[str, Optional[str]]:
     """``status``, ``code``, ``title`` and ``detail`` of a JSON:API error document (first error), a flat
-    ``{"code", "message", ...}`` object, or a plain-text body (as ``detail``)."""
+    ``{"code", "message", ...}`` object, or a plain-text body (as ``detail``, its first 1,000 characters once
+    ``secrets`` are removed: cutting first could leave part of one)."""
     if isinstance(document, dict):
         errors = document.get("errors")
         source: Any = errors[0] if isinstance(errors, list) and errors else document
@@ -56,7 +57,7 @@ def error_details(document: Any, text: str) -> Dict[str, Optional[str]]:
                 "detail": _str_or_none(source.get("detail") or source.get("message")),
             }
         return {"status": None, "code": None, "title": None, "detail": None}
-    stripped = text.strip()
+    stripped = redact(text, secrets).strip()
     return {"status": None, "code": None, "title": None, "detail": stripped[:1000] or None}
 
 
@@ -75,7 +76,7 @@ def http_rejection(
     The body is parsed and classified as received; ``secrets`` are removed only from what the error keeps
     (message, server texts, raw body), so a secret that happens to occur in the JSON cannot break parsing.
     """
-    details = error_details(document, text)
+    details = error_details(document, text, secrets)
     joined = " | ".join(v for v in (details["code"], details["title"], details["detail"]) if v)
     code, retryable, _ = classify(phase=phase, http_status=http_status, server_code=details["code"], text=joined)
     server_code, title, detail = (
@@ -96,5 +97,5 @@ def http_rejection(
         "server_code": server_code,
         "server_title": title,
         "server_detail": detail,
-        "raw_body": redact(text[:RAW_BODY_LIMIT], secrets) or None,
+        "raw_body": redact(text, secrets)[:RAW_BODY_LIMIT] or None,  # removed before the cut: no half secret
     }

@@ -202,6 +202,9 @@ class Malformed:
 Decoded = Union[Confirm, ServerErrorMessage, Animation, PlaybackStateMessage, Unknown, Malformed]
 
 
+_UINT64 = (1 << 64) - 1
+
+
 def _varint(data: bytes, pos: int) -> Tuple[int, int]:
     result = 0
     shift = 0
@@ -210,7 +213,7 @@ def _varint(data: bytes, pos: int) -> Tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return result, pos
+            return result & _UINT64, pos  # protobuf keeps the low 64 bits of a 10-byte varint
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
@@ -221,9 +224,7 @@ def _skip(data: bytes, pos: int, key: int) -> int:
         raise ValueError(f"field number {key >> 3}")
     wire_type = key & 7
     if wire_type == 0:
-        while data[pos] >= 0x80:
-            pos += 1
-        return pos + 1
+        return _varint(data, pos)[1]  # at most 10 bytes, as protobuf requires
     if wire_type == 2:
         size, pos = _varint(data, pos)
         return pos + size

@@ -204,6 +204,8 @@ def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] =
     text = body.decode("utf-8", errors="replace")
     document = json_or_none(text)
     errors = document.get("errors") if isinstance(document, dict) else None
+    if isinstance(document, dict) and isinstance(document.get("sessionToken"), str):
+        secrets = (*secrets, document["sessionToken"])  # a token in a failed response is still a secret
     if status != 200 or errors:
         doc_status = int_or_none(error_details(document, text)["status"])
         http_status = doc_status if status == 200 and doc_status is not None else status
@@ -216,7 +218,7 @@ def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] =
             secrets=secrets,
         )
         raise SessionTokenError(fields.pop("message"), **fields)
-    raw_body = redact(text[:RAW_BODY_LIMIT], secrets) or None
+    raw_body = redact(text, secrets)[:RAW_BODY_LIMIT] or None
     if not isinstance(document, dict):
         raise SessionTokenError(
             "session token response is not a JSON object",

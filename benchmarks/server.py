@@ -17,6 +17,9 @@ appends ``/websocket``: ``/bench/mode=M/frames=N/size=S/interval_us=I/warmup=W/d
   scheduled and actual send time (``time.monotonic_ns()``);
   ``ack``: one frame. The last frame of a response has ``end=true``.
 - Pings are answered, close frames echoed, then the socket is closed.
+- ``GET /bench/stats`` answers with the paced streams' counters since the start, as JSON: ``streams``
+  (scheduled), ``frames_sent`` (handed to their sockets) and ``frames_unsent`` (not sent: their connection
+  had closed); the soak benchmark compares them with what its sessions received.
 
 The process prints ``READY <port>`` once listening and exits when its standard input reaches end of file.
 """
@@ -215,6 +218,8 @@ class Conn:
         path = urlsplit(target).path
         if method == "POST" and path.endswith("/session-tokens"):
             self._token_reply(headers)
+        elif method == "GET" and path == "/bench/stats":
+            self._http_reply(200, json.dumps(self.server.stats).encode(), "application/json")
         elif method == "GET" and headers.get("upgrade", "").lower() == "websocket":
             self._upgrade(target, headers)
         else:
@@ -377,6 +382,7 @@ class Conn:
         stream = Stream(
             self, template=template, last=last, offset=offset, count=count, interval_ns=interval_ns, delay_ns=delay_ns
         )
+        self.server.stats["streams"] += 1
         self.server.schedule(stream.start_ns, stream)
 
 
@@ -403,6 +409,7 @@ class Server:
         self._timers: List[Tuple[int, int, Stream]] = []
         self._seq = itertools.count()
         self._stop_fd: Optional[int] = None
+        self.stats: Dict[str, int] = {"streams": 0, "frames_sent": 0, "frames_unsent": 0}  # paced streams
 
     @property
     def port(self) -> int:
@@ -459,6 +466,7 @@ class Server:
             due, _, stream = heapq.heappop(timers)
             conn = stream.conn
             if not conn.open:
+                self.stats["frames_unsent"] += stream.count - stream.next_index
                 continue
             index = stream.next_index
             last = index == stream.count - 1
@@ -468,6 +476,10 @@ class Server:
             _PACK_U64(frame, offset + 1, due)
             _PACK_U64(frame, offset + 10, now)
             conn.write(frame)
+            if not stream.conn.open:  # the write failed and closed the connection
+                self.stats["frames_unsent"] += stream.count - index
+                continue
+            self.stats["frames_sent"] += 1
             if not last:
                 stream.next_index = index + 1
                 self.schedule(due + stream.interval_ns, stream)
