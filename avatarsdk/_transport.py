@@ -9,7 +9,9 @@ it queues. Decoding and user code happen on the dispatcher thread (``_dispatch.p
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import select
 import socket
 import ssl
@@ -39,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
 CLOSE_ABNORMAL = 1006  # never sent on the wire: "the connection was lost without a close frame"
-RECV_SIZE = 256 * 1024  # bytes asked of each recv(): many frames per system call in a burst
+# Bytes asked of each read: many frames per system call in a burst. Kept under glibc's mmap threshold (128 KiB):
+# CPython allocates the whole size for each call, and a larger buffer would be mapped and unmapped every time.
+RECV_SIZE = 64 * 1024
 _POLL = hasattr(select, "poll")  # poll() has no FD_SETSIZE limit: hundreds of sessions may be open
 
 
@@ -72,6 +76,11 @@ class Connection:
         sock = ws.sock
         assert sock is not None, "websocket-client returned without a socket"
         self._sock: socket.socket = sock
+        # Once poll() said the socket is readable, a plain (not TLS) socket is read with os.read(): a socket
+        # with a timeout would poll once more inside recv(). TLS reads go through the SSL object.
+        self._direct_read = os.name == "posix" and not isinstance(sock, ssl.SSLSocket)
+        self._poller: Optional[Any] = None  # select.poll() with the socket registered, made on first use
+        self._polled_fd = -1
         self.host = host
         self.parser = FrameParser(max_message_size)
         self.pending: List[Message] = []  # received during the handshake, after its reply
@@ -225,15 +234,22 @@ class Connection:
                         phase=PHASE_WEBSOCKET_HANDSHAKE,
                     )
 
-    def receive(self) -> List[Message]:
-        """Block for the next block of bytes; return the messages it completed (maybe none).
+    def receive(self, ready: bool = False) -> List[Message]:
+        """Block for the next block of bytes; return the messages it completed (maybe none). ``ready``: a poll
+        just said the socket is readable.
 
         Raises:
             EOFError: the peer closed the TCP connection.
             socket.timeout: nothing arrived within the socket's timeout.
             FrameError: the peer broke the framing rules.
         """
-        data = self._sock.recv(RECV_SIZE)
+        if ready and self._direct_read:
+            try:
+                data = os.read(self._sock.fileno(), RECV_SIZE)  # fileno() is -1 once closed: EBADF, not another fd
+            except BlockingIOError:
+                return []  # readiness was spurious
+        else:
+            data = self._sock.recv(RECV_SIZE)
         if not data:
             raise EOFError("connection closed by the peer without a close frame")
         return self.parser.feed(data)
@@ -275,9 +291,14 @@ class Connection:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         if _POLL:
-            poller = select.poll()
-            poller.register(sock, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
-            return bool(poller.poll(max(0.0, timeout) * 1000))
+            fd = sock.fileno()
+            if fd < 0:
+                raise OSError(errno.EBADF, "the socket is closed")
+            if self._poller is None or fd != self._polled_fd:
+                self._poller = select.poll()
+                self._poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+                self._polled_fd = fd
+            return bool(self._poller.poll(max(0.0, timeout) * 1000))
         return bool(select.select([sock], [], [], max(0.0, timeout))[0])
 
     def ping(self, payload: bytes = b"") -> None:
@@ -508,7 +529,7 @@ class Reader:
                     end = keepalive.dead_end(conn)
                     break
                 try:
-                    messages = conn.receive()
+                    messages = conn.receive(conn.ping_interval is not None)
                 except socket.timeout:
                     messages = []  # idle: the socket timeout bounds sends, not silence
                     continue
