@@ -18,6 +18,7 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
 
@@ -132,6 +133,8 @@ class FrameParser:
                 raise FrameError(f"unknown control opcode {opcode:#x}")
             if not fin or len(payload) > 125:
                 raise FrameError("fragmented or oversized control frame")
+            if opcode == OP_CLOSE:
+                _check_close(payload)
             out.append(Control(opcode, payload))
             self.saw_control = True
             return
@@ -166,3 +169,19 @@ class FrameParser:
         else:
             out.append(Control(OP_TEXT, payload))
             self.saw_control = True
+
+
+def _check_close(payload: bytes) -> None:
+    """A close frame's body is empty, or a code an endpoint may send and a UTF-8 reason (RFC 6455 5.5.1,
+    7.4)."""
+    if not payload:
+        return
+    if len(payload) == 1:
+        raise FrameError("close frame with a 1-byte body")
+    code = payload[0] << 8 | payload[1]
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise FrameError(f"close code {code} may not be sent")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError("close reason is not UTF-8", CLOSE_INVALID_DATA) from None

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from avatarsdk import AvatarSDKErrorCode, SessionTokenError
 from avatarsdk._frames import (
+    CLOSE_INVALID_DATA,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TOO_BIG,
     OP_BINARY,
@@ -116,6 +117,20 @@ PAYLOADS = st.one_of(
 )
 CONTROL_PAYLOADS = st.one_of(st.binary(max_size=125), sized_payloads(st.just(125)))
 CONTROL_OPCODES = st.sampled_from([OP_PING, OP_PONG, OP_CLOSE])
+# Close codes an endpoint may send (RFC 6455 section 7.4): a close body is empty, or one of them and a UTF-8 reason.
+SENDABLE_CLOSE_CODES = st.one_of(st.integers(1000, 1003), st.integers(1007, 1014), st.integers(3000, 4999))
+UNSENDABLE_CLOSE_CODES = st.one_of(
+    st.integers(0, 999), st.sampled_from([1004, 1005, 1006, 1015]), st.integers(1016, 2999), st.integers(5000, 65535)
+)
+CLOSE_PAYLOADS = st.one_of(
+    st.just(b""),
+    st.builds(
+        lambda code, reason: code.to_bytes(2, "big") + reason.encode(), SENDABLE_CLOSE_CODES, st.text(max_size=30)
+    ),
+)
+CONTROL_FRAMES = st.one_of(
+    st.tuples(st.sampled_from([OP_PING, OP_PONG]), CONTROL_PAYLOADS), st.tuples(st.just(OP_CLOSE), CLOSE_PAYLOADS)
+)
 
 
 @st.composite
@@ -128,7 +143,7 @@ def valid_streams(
     expected: List[Norm] = []
     for _ in range(draw(st.integers(0, max_messages))):
         if draw(st.integers(0, 3)) == 0:
-            op, payload = draw(CONTROL_OPCODES), draw(CONTROL_PAYLOADS)
+            op, payload = draw(CONTROL_FRAMES)
             frames.append((True, op, payload))
             expected.append((op, payload))
             continue
@@ -140,7 +155,7 @@ def valid_streams(
             last = i == len(pieces) - 1
             frames.append((last, op if i == 0 else OP_CONTINUATION, piece))
             if not last and draw(st.booleans()):  # a control frame may come between fragments
-                cop, cpayload = draw(CONTROL_OPCODES), draw(CONTROL_PAYLOADS)
+                cop, cpayload = draw(CONTROL_FRAMES)
                 frames.append((True, cop, cpayload))
                 expected.append((cop, cpayload))
         expected.append((op, payload))
@@ -265,7 +280,7 @@ def test_frames_garbage_raises_only_frame_error_whatever_the_split(
     assert chunked == whole
     assert close_code(chunked_err) == close_code(whole_err)
     if whole_err is not None:
-        assert whole_err.close_code in (CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG)
+        assert whole_err.close_code in (CLOSE_PROTOCOL_ERROR, CLOSE_INVALID_DATA, CLOSE_TOO_BIG)
         assert str(whole_err)
 
 
@@ -348,7 +363,18 @@ def violations(draw: st.DrawFn) -> bytes:
     """One frame (or two) breaking RFC 6455 as a server must not."""
     kind = draw(
         st.sampled_from(
-            ["masked", "rsv", "data-opcode", "control-opcode", "fragmented-control", "long-control", "orphan", "new"]
+            [
+                "masked",
+                "rsv",
+                "data-opcode",
+                "control-opcode",
+                "fragmented-control",
+                "long-control",
+                "orphan",
+                "new",
+                "close-1-byte",
+                "close-code",
+            ]
         )
     )
     payload = draw(st.binary(max_size=40))
@@ -366,6 +392,10 @@ def violations(draw: st.DrawFn) -> bytes:
         return encode_frame(False, draw(CONTROL_OPCODES), payload)
     if kind == "long-control":
         return encode_frame(True, draw(CONTROL_OPCODES), draw(sized_payloads(st.integers(126, 70_000))))
+    if kind == "close-1-byte":  # a close body starts with a 2-byte code (RFC 6455 section 5.5.1)
+        return encode_frame(True, OP_CLOSE, draw(st.binary(min_size=1, max_size=1)))
+    if kind == "close-code":  # a code no endpoint may send (RFC 6455 section 7.4)
+        return encode_frame(True, OP_CLOSE, draw(UNSENDABLE_CLOSE_CODES).to_bytes(2, "big") + payload[:100])
     if kind == "orphan":  # a continuation with no message to continue
         return encode_frame(draw(st.booleans()), OP_CONTINUATION, payload)
     # a new data message while a fragmented one is open
@@ -379,8 +409,8 @@ def test_frames_protocol_violations_raise_1002_after_the_earlier_messages(
     stream: Tuple[List[Frame], List[Norm]], bad: bytes, tail: bytes, data: Any
 ) -> None:
     """Masked frames, reserved bits, unknown opcodes, fragmented or >125-byte control frames, a continuation
-    without a message, a new message inside a fragmented one: FrameError 1002, earlier messages kept, however
-    the bytes are cut."""
+    without a message, a new message inside a fragmented one, a close frame with a 1-byte body or a code no
+    endpoint may send: FrameError 1002, earlier messages kept, however the bytes are cut."""
     frames, expected = stream
     wire = encode_frames(frames) + bad + tail
     splits: List[List[int]] = [[], data.draw(cut_lists(len(wire)), "cuts")]
@@ -1075,3 +1105,22 @@ def test_token_5xx_and_429_are_retried_unless_the_body_says_more(status: int, te
     assert got.retryable is True
     assert _worth_retrying(got) is True
     assert got.code is (C.concurrencyLimit if status == 429 else C.serverError)
+
+
+@settings(BASE, max_examples=100)
+@given(valid_streams(SMALL_PAYLOADS, 3), SENDABLE_CLOSE_CODES, st.binary(min_size=1, max_size=60), st.data())
+def test_frames_a_close_reason_that_is_not_utf8_raises_1007(
+    stream: Tuple[List[Frame], List[Norm]], code: int, reason: bytes, data: Any
+) -> None:
+    """A close reason must be UTF-8 (RFC 6455 section 5.5.1): otherwise FrameError 1007, earlier messages kept."""
+    try:
+        reason.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        reason = b"\xff" + reason[:59]
+    frames, expected = stream
+    wire = encode_frames(frames) + encode_frame(True, OP_CLOSE, code.to_bytes(2, "big") + reason)
+    got, err = feed_chunks(FrameParser(), wire, data.draw(cut_lists(len(wire)), "cuts"))
+    assert err is not None and err.close_code == CLOSE_INVALID_DATA
+    assert got == expected
