@@ -226,13 +226,21 @@ def test_loopback_plain_transport_does_not_warn(service: FakeAvatarService) -> N
 
 def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarService) -> None:
     def cycle(i: int) -> None:
-        session = new_avatar_session(**service.session_kwargs(ping_interval=None))
+        sessions: List[AvatarSession] = []
+        from_callback = i % 7 == 0  # close from inside transport_frames
+        session = new_avatar_session(
+            **service.session_kwargs(ping_interval=None),
+            transport_frames=(lambda frame, last: sessions[0].close()) if from_callback else None,
+        )
+        sessions.append(session)
         session.init()
         session.start()
-        if i % 3 == 0:
+        if i % 3 == 0 or from_callback:
             session.send_audio(pcm(0.02), end=True)
         if i % 5 == 0:
             service.connection().drop()  # close racing a server drop
+        if from_callback and not session._closed.wait(5):
+            raise AssertionError("close() from the callback did not end the session")
         session.close()
 
     for i in range(20):  # warm-up: allocator pools, imports, the fake's threads

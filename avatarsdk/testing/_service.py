@@ -895,6 +895,9 @@ def _console_handler(service: FakeAvatarService) -> type:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "avatarsdk-fake"
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: with Nagle's algorithm on, the body of a response on a
+        # kept-alive connection waits for the client's delayed ACK (40 ms). The service answers at once.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
