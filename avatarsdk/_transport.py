@@ -23,6 +23,22 @@ from urllib.parse import urlsplit
 
 import websocket
 
+try:  # websocket-client's connect and request building, so that the upgrade response can be read in blocks
+    from websocket import _handshake as _ws_handshake
+    from websocket import _http as _ws_http
+
+    _OWN_UPGRADE = all(
+        callable(getattr(module, name, None))
+        for module, name in (
+            (_ws_http, "connect"),
+            (_ws_http, "proxy_info"),
+            (_ws_handshake, "_get_handshake_headers"),
+            (_ws_handshake, "_validate"),
+        )
+    )
+except ImportError:  # pragma: no cover - another websocket-client layout: its own connect() is used
+    _OWN_UPGRADE = False
+
 from . import _protocol
 from ._dispatch import Dispatcher, FrameQueue, TextFrame
 from ._frames import OP_CLOSE, OP_PING, OP_TEXT, Control, FrameError, FrameParser, Message
@@ -112,14 +128,15 @@ class Connection:
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True, **_socket_options(options))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("connecting to %s", _protocol.redact_url(url))
+        header = [f"{k}: {v}" for k, v in headers.items()]
+        leftover = b""
         try:
-            ws.connect(
-                url,
-                header=[f"{k}: {v}" for k, v in headers.items()],
-                timeout=connect_timeout,
-                suppress_origin=True,
-                **_connect_options(options),
-            )
+            if _OWN_UPGRADE:
+                leftover = _upgrade(ws, url, header, connect_timeout, _connect_options(options))
+            else:
+                ws.connect(
+                    url, header=header, timeout=connect_timeout, suppress_origin=True, **_connect_options(options)
+                )
         except websocket.WebSocketBadStatusException as exc:
             _abort(ws)
             raise _upgrade_rejected(exc, host, secrets) from exc
@@ -138,6 +155,16 @@ class Connection:
             ) from exc
         conn = cls(ws, host, secrets, max_message_size)
         conn.ping_interval, conn.ping_timeout = keepalive
+        if leftover:  # the server's first frames came with the upgrade response
+            try:
+                conn.pending = conn.parser.feed(leftover)
+            except FrameError as exc:
+                _abort(ws)
+                raise AvatarSDKError(
+                    AvatarSDKErrorCode.protocolError,
+                    f"invalid WebSocket frame right after the upgrade: {exc}",
+                    phase=PHASE_WEBSOCKET_HANDSHAKE,
+                ) from exc
         return conn
 
     def send_configure(self, configure: bytes, timeout: Optional[float]) -> None:
@@ -209,12 +236,15 @@ class Connection:
     def _first_message(self, deadline: Optional[float]) -> bytes:
         """The first binary message (pings answered on the way); later ones are kept in ``pending``."""
         while True:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise socket.timeout()
-                self._sock.settimeout(remaining)
-            messages = self.receive()
+            if self.pending:  # received with the upgrade response
+                messages, self.pending = self.pending, []
+            else:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise socket.timeout()
+                    self._sock.settimeout(remaining)
+                messages = self.receive()
             for index, message in enumerate(messages):
                 if type(message) is bytes:
                     self.pending = messages[index + 1 :]
@@ -364,6 +394,91 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
+
+
+MAX_UPGRADE_HEAD = 64 * 1024  # bytes of status line and headers accepted in the upgrade response
+RAW_BODY_BYTES = 64 * 1024  # bytes of a rejection's body read
+
+
+def _upgrade(
+    ws: websocket.WebSocket, url: str, header: List[str], timeout: Optional[float], options: Dict[str, Any]
+) -> bytes:
+    """Connect ``ws`` (TCP, TLS and proxies by websocket-client) and upgrade it to a WebSocket, reading the
+    response in blocks (websocket-client reads it one byte per ``recv()``, and a socket with a timeout polls
+    before each); return the bytes that came after the response (the server's first frames).
+
+    Raises what ``websocket.WebSocket.connect`` raises; a redirect is a rejection (the session token is
+    not sent to another address).
+    """
+    ws.sock_opt.timeout = timeout
+    sock, (hostname, port, resource) = _ws_http.connect(url, ws.sock_opt, _ws_http.proxy_info(**options), None)
+    ws.sock = sock  # closed by _abort() on failure
+    request, key = _ws_handshake._get_handshake_headers(
+        resource, url, hostname, port, {"header": header, "suppress_origin": True}
+    )
+    sock.sendall("\r\n".join(request).encode("utf-8"))
+    received = b""
+    while True:
+        end = received.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if len(received) > MAX_UPGRADE_HEAD:
+            raise websocket.WebSocketException(f"upgrade response headers longer than {MAX_UPGRADE_HEAD} bytes")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise websocket.WebSocketConnectionClosedException("Connection to remote host was lost.")
+        received += chunk
+    status, status_message, headers = _parse_response_head(received[:end])
+    rest = received[end + 4 :]
+    if status != 101:
+        body = _rejection_body(sock, rest, headers)
+        raise websocket.WebSocketBadStatusException(
+            f"Handshake status {status} {status_message or ''}".rstrip(), status, status_message, headers, body
+        )
+    success, _ = _ws_handshake._validate(headers, key, None)
+    if not success:
+        raise websocket.WebSocketException("Invalid WebSocket Header")
+    ws.connected = True
+    return rest
+
+
+def _parse_response_head(head: bytes) -> Tuple[int, Optional[str], Dict[str, str]]:
+    """Status, reason and headers (names lowercased) of an HTTP response head, as websocket-client reads them."""
+    try:
+        lines = head.decode("utf-8").split("\r\n")
+    except UnicodeDecodeError as exc:
+        raise websocket.WebSocketException(f"Invalid header line, not valid UTF-8 at byte {exc.start}") from None
+    status_info = lines[0].strip().split(" ", 2)
+    try:
+        status = int(status_info[1])
+    except (IndexError, ValueError):
+        raise websocket.WebSocketException("Invalid status line") from None
+    headers: Dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.strip().partition(":")
+        if not colon:
+            raise websocket.WebSocketException("Invalid header")
+        key = name.lower()
+        headers[key] = f"{headers[key]}; {value.strip()}" if key == "set-cookie" and key in headers else value.strip()
+    return status, status_info[2] if len(status_info) > 2 else None, headers
+
+
+def _rejection_body(sock: socket.socket, received: bytes, headers: Dict[str, str]) -> bytes:
+    """The body of a rejected upgrade: ``Content-Length`` bytes (at most 64 KiB), or what already came."""
+    try:
+        length = min(int(headers.get("content-length", "")), RAW_BODY_BYTES)
+    except ValueError:
+        return received[:RAW_BODY_BYTES]
+    body = received[:length]
+    try:
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except (OSError, ssl.SSLError):  # a timeout or a reset: the body so far
+        pass
+    return body
 
 
 def _socket_options(options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
