@@ -467,8 +467,10 @@ def test_close_waits_for_a_session_being_returned(service: FakeAvatarService, ma
 
 
 def test_close_lets_starts_in_flight_finish_and_closes_them_cleanly(service: FakeAvatarService) -> None:
-    for _ in range(2):  # the warm-up start and a borrower's start both wait 0.3 s for their tokens
-        service.script_token(TokenReply(200, {"sessionToken": unused_token(service)}, delay=0.3))
+    # The warm-up start and a borrower's start both wait 1.5 s for their tokens: a window wide enough for a
+    # loaded machine to start the borrower while the warm-up start is still in flight.
+    for _ in range(2):
+        service.script_token(TokenReply(200, {"sessionToken": unused_token(service)}, delay=1.5))
     pool = SessionPool(**service.credentials(), max_size=2, min_idle=1)
     outcome: List[BaseException] = []
 
@@ -481,10 +483,13 @@ def test_close_lets_starts_in_flight_finish_and_closes_them_cleanly(service: Fak
 
     thread = threading.Thread(target=borrower)
     thread.start()
-    wait_until(lambda: pool.stats().creating == 2 and len(service.token_requests) == 4, what="two starts")
-    began = time.monotonic()
-    pool.close()  # returns when both starters have closed their new sessions, not after its 10 s timeout
-    assert time.monotonic() - began < 3
+    try:
+        wait_until(lambda: pool.stats().creating == 2 and len(service.token_requests) == 4, what="two starts")
+        began = time.monotonic()
+        pool.close()  # returns when both starters have closed their new sessions, not after its 10 s timeout
+        assert time.monotonic() - began < 5
+    finally:
+        pool.close()  # a failure above must not leave the pool's threads to the next tests
     thread.join(5)
     assert len(outcome) == 1 and isinstance(outcome[0], ValueError) and "closed" in str(outcome[0])
     assert len(service.connections) == 2 and pool_threads() == []
