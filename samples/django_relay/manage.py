@@ -8,8 +8,8 @@
 
 then open http://127.0.0.1:8000/ and press Speak. The app ``relay`` creates one SessionPool in
 ``RelayConfig.ready()`` (relay/apps.py); its views (relay/views.py) answer ``POST /speak`` with a
-``StreamingHttpResponse`` of Server-Sent Events, one per frame as it arrives (relay/relaying.py: the
-format, and the part shared with samples/flask_relay). runserver is threaded, so requests share the pool;
+``StreamingHttpResponse`` of Server-Sent Events, one per frame as it arrives (../relay_common/relaying.py:
+the format, and the part shared with samples/flask_relay). runserver is threaded, so requests share the pool;
 for production any threaded WSGI server serves relay_site.wsgi (gunicorn ``gthread``, mod_wsgi, waitress).
 
 Settings from the environment: RELAY_MAX_SIZE (the pool's max_size, 4), RELAY_MIN_IDLE (1),

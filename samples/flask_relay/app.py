@@ -11,7 +11,7 @@ borrows a started session, streams its utterance, and forwards the frames as the
   s16le mono at 16 kHz, or a ``multipart/form-data`` upload with a file field ``audio`` (WAV; MP3, OGG,
   FLAC, ... with the ``audio`` extra). An empty body, or ``GET /speak``, speaks the bundled clip (2 s of a
   speech-like signal made at start-up). The answer is a stream of Server-Sent Events: ``start`` (with the
-  audio), a ``frame`` per frame, ``end`` (see relaying.py for the format and why SSE). Errors before the
+  audio), a ``frame`` per frame, ``end`` (see ../relay_common/relaying.py for the format and why SSE). Errors before the
   stream: 400/413/415 for audio it cannot take, 503 when every session stays busy for 10 s, 502 when a
   session cannot be started.
 - ``GET /stats``: ``pool.stats()`` as JSON, with ``max_size``.
@@ -31,9 +31,13 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay_common"))  # shared with django_relay
+
+import relaying
 from flask import Flask, Response, jsonify, render_template, request
 from relaying import (
     MAX_UPLOAD,
@@ -60,7 +64,7 @@ def create_app(pool: Optional[SessionPool] = None, service: Optional[FakeAvatarS
     built-in stand-in)."""
     if pool is None:
         pool, service = make_pool(os.environ.get("AVATARSDK_LOCAL") == "1")
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder=str(Path(relaying.__file__).parent / "templates"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
     clip = speech_like_clip()
 

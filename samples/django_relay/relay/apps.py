@@ -12,8 +12,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
-
-from .relaying import make_pool, speech_like_clip
+from relaying import make_pool, speech_like_clip  # samples/relay_common (on sys.path: relay_site/settings.py)
 
 if TYPE_CHECKING:
     from avatarsdk import SessionPool

@@ -11,11 +11,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
+from relaying import BadAudio, EventStream, pool_stats, stand_in_record, utterance  # samples/relay_common
 
 from avatarsdk import AvatarSDKError, PoolTimeoutError
 
 from .apps import RelayConfig
-from .relaying import BadAudio, EventStream, pool_stats, stand_in_record, utterance
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def relay() -> RelayConfig:
 
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "relay/index.html")
+    return render(request, "index.html")
 
 
 # An endpoint for the app's clients, which send no cookies (authenticate them your own way, e.g. a token
@@ -38,7 +38,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def speak(request: HttpRequest) -> HttpResponse:
     """The utterance in the body (WAV, raw PCM s16le mono 16 kHz, a form's ``audio`` file, or nothing for
-    the bundled clip); the answer streams its frames as Server-Sent Events (see relaying.py)."""
+    the bundled clip); the answer streams its frames as Server-Sent Events (see samples/relay_common/relaying.py)."""
     began = time.monotonic()
     config = relay()
     assert config.pool is not None

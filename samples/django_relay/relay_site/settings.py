@@ -2,6 +2,12 @@
 
 import os
 import secrets
+import sys
+from pathlib import Path
+
+# The part shared with samples/flask_relay: relaying.py and the page.
+COMMON = Path(__file__).resolve().parent.parent.parent / "relay_common"
+sys.path.insert(0, str(COMMON))
 
 # Nothing here signs cookies or tokens; set DJANGO_SECRET_KEY when you add something that does.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
@@ -20,11 +26,11 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "relay_site.urls"
 WSGI_APPLICATION = "relay_site.wsgi.application"
-TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [COMMON / "templates"]}]
 DATABASES: dict = {}  # type: ignore[type-arg]
 USE_TZ = True
 
-# Uploads of audio: up to 32 MiB, kept in memory (relay.relaying.MAX_UPLOAD).
+# Uploads of audio: up to 32 MiB, kept in memory (relaying.MAX_UPLOAD).
 DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 
 # The pool (relay/apps.py); AVATARSDK_LOCAL=1 runs it against the built-in stand-in.

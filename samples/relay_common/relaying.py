@@ -1,7 +1,7 @@
 """The relay's framework-free part: the pool, the audio a request brings, and the event stream it answers.
 
-The same file is in samples/flask_relay and samples/django_relay/relay (the tests check that the copies
-match); each framework only wires it to its requests and responses.
+Both samples/flask_relay and samples/django_relay import this file (and serve templates/index.html beside it);
+each framework only wires it to its requests and responses.
 
 The response is a stream of Server-Sent Events (``text/event-stream``), one event per frame, written as
 the frame arrives::
