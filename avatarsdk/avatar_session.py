@@ -319,19 +319,7 @@ class AvatarSession:
         self._check_process("init")
         with self._lock:
             self._require("init", _State.NEW, _State.INITIALIZED)
-        config = self._config
-        expire_at: datetime = check_expire_at(config.expire_at)
-        if self._http is None:
-            self._http = requests.Session()
-        token = request_session_token(
-            config.console_endpoint_url,
-            api_key=config.api_key,
-            expire_at=expire_at,
-            timeout=self._http_timeout,
-            retry=self._retry,
-            http=self._http,
-            request_options=self._net.requests_kwargs(),
-        )
+        token = self._request_token(self._retry)
         with self._lock:
             if self._state in (_State.NEW, _State.INITIALIZED):
                 self._token = token
@@ -862,14 +850,18 @@ class AvatarSession:
             raise ValueError(f"{op}(): the session is closed")
         # The server (or the network) ended the session.
         reason = end_error or self._end_from(conn.end if conn is not None else None)
-        raise AvatarSDKError(
-            reason.code if reason is not None else AvatarSDKErrorCode.connectionClosed,
-            f"{op}(): the session has ended" + (f" ({reason.message})" if reason is not None else ""),
+        if reason is None:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.connectionClosed,
+                f"{op}(): the session has ended",
+                phase=PHASE_WEBSOCKET_SEND,
+                connection_id=self._connection_id,
+            )
+        raise reason._derive(
+            f"{op}(): the session has ended ({reason.message})",
             phase=PHASE_WEBSOCKET_SEND,
             connection_id=self._connection_id,
-            close_code=reason.close_code if reason is not None else None,
-            close_reason=reason.close_reason if reason is not None else None,
-            retryable=reason.retryable if reason is not None else False,
+            req_id=None,
         )
 
     def _send(self, conn: Connection, data: bytes, req_id: str) -> None:
@@ -1056,16 +1048,11 @@ class AvatarSession:
     def _cut_error(self, req_id: str, phase: str) -> AvatarSDKError:
         """The error of request ``req_id``, cut off by the drop ``self._cut[req_id]``."""
         cause = self._cut[req_id]
-        return AvatarSDKError(
-            cause.code,
+        return cause._derive(
             f"request {req_id} was cut off when the connection dropped ({cause.message}); its frames will not"
             " come: send its audio again",
             phase=phase,
             req_id=req_id,
-            connection_id=cause.connection_id,
-            close_code=cause.close_code,
-            close_reason=cause.close_reason,
-            server_code=cause.server_code,
             retryable=True,
         )
 
@@ -1163,17 +1150,10 @@ class AvatarSession:
         """Whether the reconnect goes on (``close()`` ends it)."""
         return self._state is _State.RECONNECTING
 
-    def _new_token(self) -> str:
-        """A session token for a reconnect (the reconnect's own backoff stands in for the token call's retries)."""
+    def _request_token(self, retry: RetryPolicy) -> str:
+        """A session token from the console, for ``init()`` and reconnects (ValueError: ``expire_at`` passed)."""
         config = self._config
-        try:
-            expire_at = check_expire_at(config.expire_at)
-        except ValueError:
-            raise AvatarSDKError(
-                AvatarSDKErrorCode.sessionTokenExpired,
-                "cannot reconnect: the session's expire_at has passed",
-                phase=PHASE_SESSION_TOKEN,
-            ) from None
+        expire_at: datetime = check_expire_at(config.expire_at)
         if self._http is None:
             self._http = requests.Session()
         return request_session_token(
@@ -1181,10 +1161,21 @@ class AvatarSession:
             api_key=config.api_key,
             expire_at=expire_at,
             timeout=self._http_timeout,
-            retry=NO_RETRIES,
+            retry=retry,
             http=self._http,
             request_options=self._net.requests_kwargs(),
         )
+
+    def _new_token(self) -> str:
+        """A session token for a reconnect (the reconnect's own backoff stands in for the token call's retries)."""
+        try:
+            return self._request_token(NO_RETRIES)
+        except ValueError:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.sessionTokenExpired,
+                "cannot reconnect: the session's expire_at has passed",
+                phase=PHASE_SESSION_TOKEN,
+            ) from None
 
     def _resume(
         self, conn: Connection, connection_id: str, capabilities: Tuple[str, ...]
@@ -1215,22 +1206,13 @@ class AvatarSession:
     def _gave_up(
         self, cause: AvatarSDKError, last: Optional[AvatarSDKError], attempts: int, elapsed: float
     ) -> AvatarSDKError:
-        """The error that ends a session whose reconnect failed."""
+        """The error that ends a session whose reconnect failed: the last attempt's (or the drop's)."""
         why = last or cause
-        return AvatarSDKError(
-            why.code,
+        return why._derive(
             f"reconnect failed after {attempts} attempt{'s' if attempts != 1 else ''} in {elapsed:.1f}s"
             f" (connection dropped: {cause.message}; last attempt: {why.message})",
-            phase=why.phase,
-            http_status=why.http_status,
-            server_code=why.server_code,
-            server_title=why.server_title,
-            server_detail=why.server_detail,
             connection_id=self._connection_id,
-            raw_body=why.raw_body,
-            close_code=why.close_code,
-            close_reason=why.close_reason,
-            retryable=why.retryable,
+            req_id=None,
         )
 
     def _ended_error(self, req_id: str, cause: Optional[AvatarSDKError]) -> AvatarSDKError:
@@ -1244,17 +1226,7 @@ class AvatarSession:
                 req_id=req_id,
                 connection_id=self._connection_id,
             )
-        return AvatarSDKError(
-            cause.code,
-            f"{message}: {cause.message}",
-            phase=cause.phase,
-            req_id=req_id,
-            connection_id=self._connection_id,
-            close_code=cause.close_code,
-            close_reason=cause.close_reason,
-            server_code=cause.server_code,
-            retryable=cause.retryable,
-        )
+        return cause._derive(f"{message}: {cause.message}", req_id=req_id, connection_id=self._connection_id)
 
     def _finish(self) -> None:
         """Enter CLOSED and run ``on_close``, exactly once."""

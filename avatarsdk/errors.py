@@ -126,6 +126,16 @@ class AvatarSDKError(Exception):
         fields.append(f"message={self.message!r}")
         return f"{type(self).__name__}({', '.join(fields)})"
 
+    def _derive(self, message: str, **changes: Any) -> AvatarSDKError:
+        """A new error of the same kind and context (code, server and close details, ...) with ``message`` and
+        the attributes in ``changes`` replaced: what a request or a later call raises for this fault."""
+        state = {**self.__dict__, "message": message}
+        for name, value in changes.items():
+            if name not in state:
+                raise AttributeError(f"AvatarSDKError has no attribute {name!r}")
+            state[name] = value
+        return _rebuild(type(self), state)
+
     def __reduce__(self) -> Tuple[Any, ...]:
         # Keyword-only constructor arguments: rebuild from the attribute dict so errors pickle
         # (multiprocessing, logging handlers that ship records to other processes).

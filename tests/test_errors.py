@@ -662,3 +662,28 @@ def test_error_code_values_are_the_official_names_plus_ours() -> None:
         assert member.name == name
         assert member.value == name
         assert member == name  # a str enum: compares and serialises as its value
+
+
+def test_a_derived_error_keeps_the_context_of_its_cause() -> None:
+    """What a request or a later call raises for a fault: the cause's kind and context, its own message and
+    the fields it names."""
+    cause = SessionTokenError(
+        "rejected", code=AvatarSDKErrorCode.serverError, http_status=503, raw_body="down", retryable=True
+    )
+    derived = cause._derive("request r1 failed: rejected", req_id="r1", phase="websocket_send")
+    assert type(derived) is SessionTokenError and derived is not cause
+    assert (derived.code, derived.http_status, derived.raw_body, derived.retryable) == (
+        AvatarSDKErrorCode.serverError,
+        503,
+        "down",
+        True,
+    )
+    assert (derived.req_id, derived.phase, str(derived)) == (
+        "r1",
+        "websocket_send",
+        "serverError: request r1 failed: rejected",
+    )
+    assert cause.req_id is None and cause.message == "rejected"
+    assert pickle.loads(pickle.dumps(derived)).req_id == "r1"
+    with pytest.raises(AttributeError, match="nope"):
+        cause._derive("x", nope=1)
