@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
+from _wire import lfield, varint, ws_frame
 from conftest import Recorder, pcm
 from google.protobuf.internal import api_implementation
 from websockets.exceptions import ConnectionClosed
@@ -297,17 +298,6 @@ class Fault:
     reconnect: bool = False  # the session reconnects after the fault (it must carry on, on a new connection)
 
 
-def ws_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    """An unmasked server-to-client WebSocket frame."""
-    head = (0x80 if fin else 0) | opcode
-    size = len(payload)
-    if size < 126:
-        return bytes([head, size]) + payload
-    if size < 1 << 16:
-        return bytes([head, 126]) + struct.pack(">H", size) + payload
-    return bytes([head, 127]) + struct.pack(">Q", size) + payload
-
-
 def split(rng: random.Random, data: bytes, parts: int) -> List[bytes]:
     cuts = sorted(rng.randint(0, len(data)) for _ in range(parts - 1))
     bounds = [0, *cuts, len(data)]
@@ -333,41 +323,27 @@ def phrase(rng: random.Random, limit: int = 123) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
-def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int32 enums are 10-byte varints
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def pb_field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
 # -- network and close faults
 
 
-def drop_fin(run: Run) -> None:
+def cut_mid_stream(run: Run) -> None:
+    """The frames before the fault, then the start of the next one if the seed says so (mid-frame or
+    mid-message), then the fault's moment: what a connection that breaks now leaves behind."""
     wire = run.before()
     wire += run.partial()
     run.strike()
     if wire:
         run.send_raw(wire)
+
+
+def drop_fin(run: Run) -> None:
+    cut_mid_stream(run)
     run.conn.drop()
 
 
 def drop_rst(run: Run) -> None:
     assert run.proxy is not None
-    wire = run.before()
-    wire += run.partial()
-    run.strike()
-    if wire:
-        run.send_raw(wire)
+    cut_mid_stream(run)
     run.proxy.reset()
 
 
@@ -379,11 +355,7 @@ def dead_peer_options(run: Run) -> Dict[str, Any]:
 
 def dead_peer(run: Run) -> None:
     assert run.proxy is not None
-    wire = run.before()
-    wire += run.partial()
-    run.strike()
-    if wire:
-        run.send_raw(wire)
+    cut_mid_stream(run)
     run.proxy.blackhole()
     run.rest_discarded()  # swallowed by the black hole
     run.recorder.wait_closed(WAIT)
@@ -510,8 +482,8 @@ def malformed_bytes(run: Run) -> bytes:
         frame = animation_frame(run.conn.connection_id or "", "req-cut", False, rng.randint(60, 3000), 7)
         return frame[: rng.randint(1, len(frame) - 3)]  # the frame ends with the 2-byte type field
     if kind == "utf8-error":  # a ServerError whose message is not UTF-8 (proto3 strings must be)
-        return b"\x08\x04" + pb_field(5, pb_field(4, b"\xff\xfe" + rng.randbytes(rng.randint(0, 8))))
-    return b"\x08\x05" + pb_field(6, pb_field(2, b"req-\xc3\x28"))  # an animation whose req_id is not UTF-8
+        return b"\x08\x04" + lfield(5, lfield(4, b"\xff\xfe" + rng.randbytes(rng.randint(0, 8))))
+    return b"\x08\x05" + lfield(6, lfield(2, b"req-\xc3\x28"))  # an animation whose req_id is not UTF-8
 
 
 def malformed(run: Run) -> None:
@@ -534,7 +506,7 @@ def unknown_type(run: Run) -> None:
     """A message of a type this SDK does not know, with undeclared fields (a newer server's)."""
     rng = run.rng
     kind = rng.choice(UNKNOWN_TYPES)
-    extra = [pb_field(rng.choice([7, 12, 15, 20, 100, 1000]), rng.randbytes(rng.randint(0, 50))) for _ in range(3)]
+    extra = [lfield(rng.choice([7, 12, 15, 20, 100, 1000]), rng.randbytes(rng.randint(0, 50))) for _ in range(3)]
     fields = [b"\x08" + varint(kind), *extra[: rng.randint(0, 3)]]
     rng.shuffle(fields)
     run.notes["type"] = kind

@@ -16,6 +16,7 @@ import string
 from typing import Any, List, Optional, Sequence, Tuple
 
 import pytest
+from _wire import varint
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -423,18 +424,6 @@ def test_frames_protocol_violations_raise_1002_after_the_earlier_messages(
 # ==================================================================================================
 # 2. Protobuf-level decoders (avatarsdk/_protocol.py)
 # ==================================================================================================
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def tag(number: int, wire_type: int) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from _wire import lfield, vfield
 
 from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
 from avatarsdk._proto import ingress_v2_pb2 as pb
@@ -41,30 +42,8 @@ from avatarsdk._protocol import (
 from avatarsdk.testing import animation_frame
 
 # --------------------------------------------------------------------------------------------------
-# Raw protobuf wire helpers (independent of the generated module)
+# Raw protobuf wire helpers (independent of the generated module; varint and fields: tests/_wire.py)
 # --------------------------------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def vfield(number: int, value: int) -> bytes:
-    """A varint field (wire type 0)."""
-    return varint(number << 3) + varint(value)
-
-
-def lfield(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
