@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import List, Optional, Tuple
+from typing import List, Tuple
+
+from avatarsdk.testing._proxy import _close, _shut_and_close, _shutdown_write
 
 
 class ConnectProxy:
@@ -32,7 +34,7 @@ class ConnectProxy:
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
-                _close(sock)
+                _shut_and_close(sock)
         for thread in list(self._threads):
             thread.join(5)
 
@@ -92,20 +94,9 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         except OSError:
             data = b""
         if not data:
-            try:
-                sink.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            _shutdown_write(sink)
             return
         try:
             sink.sendall(data)
         except OSError:
             return
-
-
-def _close(sock: Optional[socket.socket]) -> None:
-    if sock is not None:
-        try:
-            sock.close()
-        except OSError:
-            pass

@@ -67,12 +67,8 @@ class FaultProxy:
             pass
         self._listener.close()
         for a, b in pairs:
-            for sock in (a, b):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv() (close() alone would not)
-                except OSError:
-                    pass
-                _close(sock)
+            _shut_and_close(a)
+            _shut_and_close(b)
         for thread in list(self._threads):
             thread.join(5)
 
@@ -176,3 +172,13 @@ def _close(sock: Optional[socket.socket]) -> None:
         sock.close()
     except OSError:
         pass
+
+
+def _shut_and_close(sock: socket.socket) -> None:
+    """Shut the socket down both ways, then close it: the shutdown wakes a thread blocked in its ``recv()``
+    (closing alone would not, and that thread would hold the socket open)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    _close(sock)
