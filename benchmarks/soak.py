@@ -41,6 +41,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .client import API_KEY, APP_ID, AVATAR_ID, SAMPLE_RATE
 from .run import ServerProcess, _table, machine_info
+from .wire import MESSAGE_SERVER_RESPONSE_ANIMATION, SCHEDULED_FIELD, SENT_FIELD, parse_fields
 
 monotonic_ns = time.monotonic_ns
 
@@ -141,51 +142,19 @@ def take_sample(label: str, t: Optional[float], frames: int, lag_max_ms: float) 
 # ------------------------------------------------------------------------------------------ frames
 
 
-def _varint(data: bytes, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def parse_frame(frame: bytes) -> Tuple[bytes, bytes, int, int]:
-    """``(connection_id, req_id, scheduled_ns, sent_ns)`` of a paced benchmark frame (``wire.animation_frame``:
-    the animation message is the envelope's first field)."""
-    if frame[0] != (6 << 3 | 2):
+    """``(connection_id, req_id, scheduled_ns, sent_ns)`` of a paced benchmark frame (``wire.animation_frame``)."""
+    envelope = parse_fields(frame)
+    animation = envelope.get(6)
+    if envelope.get(1) != MESSAGE_SERVER_RESPONSE_ANIMATION or not isinstance(animation, bytes):
         raise ValueError("not an animation frame")
-    size, pos = _varint(frame, 1)
-    end = pos + size
-    connection_id = req_id = b""
-    scheduled = sent = 0
-    while pos < end:
-        key, pos = _varint(frame, pos)
-        kind = key & 7
-        if kind == 2:
-            length, pos = _varint(frame, pos)
-            if key >> 3 == 1:
-                connection_id = frame[pos : pos + length]
-            elif key >> 3 == 2:
-                req_id = frame[pos : pos + length]
-            pos += length
-        elif kind == 1:
-            value = int.from_bytes(frame[pos : pos + 8], "little")
-            if key >> 3 == 13:
-                scheduled = value
-            elif key >> 3 == 14:
-                sent = value
-            pos += 8
-        elif kind == 0:
-            _, pos = _varint(frame, pos)
-        elif kind == 5:
-            pos += 4
-        else:
-            raise ValueError(f"wire type {kind}")
-    if not req_id or not sent or pos != end:
-        raise ValueError("no req_id or send time")
+    fields = parse_fields(animation)
+    connection_id, req_id = fields.get(1, b""), fields.get(2, b"")
+    scheduled, sent = fields.get(SCHEDULED_FIELD, 0), fields.get(SENT_FIELD, 0)
+    if not (isinstance(connection_id, bytes) and isinstance(req_id, bytes) and req_id):
+        raise ValueError("no req_id")
+    if not (isinstance(scheduled, int) and isinstance(sent, int) and sent):
+        raise ValueError("no send time")
     return connection_id, req_id, scheduled, sent
 
 
