@@ -746,6 +746,7 @@ class AvatarSession:
                 self._closed.wait(self._close_timeout)
                 if state is _State.RECONNECTING and dispatcher is not None:
                     dispatcher.join(self._close_timeout)
+                    self._warn_if_running(dispatcher.name, dispatcher.is_alive())
             return
         if state in (_State.NEW, _State.INITIALIZED):
             self._finish()
@@ -769,13 +770,14 @@ class AvatarSession:
         if not on_dispatcher:
             dispatcher.join(self._close_timeout)
             for name, alive in ((reader.name, reader.is_alive()), (dispatcher.name, dispatcher.is_alive())):
-                if alive:
-                    logger.warning(
-                        "session #%d: thread %s still running %ss after close()",
-                        self._number,
-                        name,
-                        self._close_timeout,
-                    )
+                self._warn_if_running(name, alive)
+
+    def _warn_if_running(self, name: str, alive: bool) -> None:
+        """A thread of the session outlived ``close()``'s bounded wait (a callback or a call still blocking)."""
+        if alive:
+            logger.warning(
+                "session #%d: thread %s still running %ss after close()", self._number, name, self._close_timeout
+            )
 
     def _close_in_forked_child(self) -> None:
         """close() in a child of the process that made the session: release this process's copy of the socket

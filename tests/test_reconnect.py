@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
@@ -522,3 +523,26 @@ def test_a_pooled_session_reconnects_for_its_borrower_and_is_replaced_when_retur
         assert pool.stats().discarded == 1  # it reported an error: not lent again
         with pool.session() as session:
             assert len(session.collect(pcm(0.04))) == 1
+
+
+def test_close_during_a_slow_token_call_returns_within_close_timeout_and_says_so(
+    service: FakeAvatarService,
+    make_session: MakeSession,
+    recorder: Recorder,
+    events: Events,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The token call cannot be interrupted: close() waits close_timeout, warns that the dispatcher is still
+    running, and on_close comes (once) when the call returns."""
+    session = reconnecting(make_session, events, close_timeout=0.2)
+    service.script_token(TokenReply(200, {"sessionToken": "late-token"}, delay=1.0))
+    service.wait_for_connection(0).drop()
+    events.wait(ReconnectState.reconnecting)
+    deadline = time.monotonic() + 5
+    while len(service.token_requests) < 2:  # until the reconnect's call is in the stand-in
+        assert time.monotonic() < deadline, "no token call from the reconnect"
+        time.sleep(0.005)
+    session.close()
+    assert "still running" in caplog.text and recorder.closes == 0
+    recorder.wait_closed()
+    assert recorder.closes == 1 and len(service.connections) == 1
