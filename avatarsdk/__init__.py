@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from ._dispatch import SharedDispatcher
 from ._network import InsecureTransportWarning
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
@@ -54,6 +55,7 @@ __all__ = [
     "SessionConfigBuilder",
     "SessionPool",
     "SessionTokenError",
+    "SharedDispatcher",
     "__version__",
     "chunk_pcm",
     "generate_log_id",

@@ -1,14 +1,22 @@
-"""The hand-off between the reader thread and user code: a bounded frame queue and the dispatcher thread.
+"""The hand-off between the reader thread and user code: a bounded frame queue and the dispatcher.
 
 The reader appends received payloads; the dispatcher takes them in batches, in arrival order, and runs the
 handlers (which call user callbacks) outside every lock. A full queue blocks the reader, so a consumer slower
 than the stream pushes back on TCP instead of growing memory.
+
+A session's dispatcher is its own thread by default. With a :class:`SharedDispatcher`, the dispatchers of many
+sessions run on a few shared threads instead: a session is scheduled when its queue gets items, and a worker
+takes one batch of it at a time (never two workers for one session, so each session's order holds). With
+hundreds of sessions this saves a thread and a wakeup per frame and session: every busy worker takes the next
+ready session without sleeping.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar, Union
 
@@ -42,15 +50,23 @@ class FrameQueue(Generic[E]):
 
     ``put_many`` blocks while ``maxsize`` items are waiting, until the consumer takes them or ``release()``
     is called; ``put_end`` never blocks and is the last item.
+
+    The consumer is a thread blocked in ``get_batch``, or (``notify`` given) a :class:`SharedDispatcher`'s
+    worker: ``notify`` is called when items arrive while the consumer is not yet told of any, and the worker
+    takes them with ``take`` and ``more``. A ``held`` queue calls ``notify`` only after ``unhold``.
     """
 
-    def __init__(self, maxsize: int = DEFAULT_MAX_QUEUED) -> None:
+    def __init__(
+        self, maxsize: int = DEFAULT_MAX_QUEUED, *, notify: Optional[Callable[[], None]] = None, held: bool = False
+    ) -> None:
         self._items: Deque[Any] = deque()
         self._maxsize = maxsize
         self._cond = threading.Condition(threading.Lock())
         self._released = False
         self._consumer_waiting = False
         self._producer_waiting = False
+        self._notify = notify
+        self._signalled = held  # the shared consumer knows of the waiting items (or is held off)
 
     def put_many(self, items: List[Any]) -> None:
         """Append ``items`` in order; blocks first while the queue is full (it may then exceed ``maxsize``
@@ -63,12 +79,43 @@ class FrameQueue(Generic[E]):
             if self._consumer_waiting:
                 self._consumer_waiting = False
                 self._cond.notify_all()
+            notify = None if self._signalled else self._notify
+            self._signalled = True
+        if notify is not None:
+            notify()
 
     def put_end(self, value: E) -> None:
         with self._cond:
             self._items.append(_End(value))
             self._consumer_waiting = False
             self._cond.notify_all()
+            notify = None if self._signalled else self._notify
+            self._signalled = True
+        if notify is not None:
+            notify()
+
+    def take(self) -> Deque[Any]:
+        """Every waiting item, oldest first (maybe none); never blocks. For a shared consumer."""
+        with self._cond:
+            batch = self._items
+            self._items = deque()
+            if self._producer_waiting:
+                self._producer_waiting = False
+                self._cond.notify_all()
+            return batch
+
+    def more(self) -> bool:
+        """After ``take``: whether items came meanwhile (the consumer stays signalled and comes back for them);
+        if not, the next item calls ``notify`` again."""
+        with self._cond:
+            if self._items:
+                return True
+            self._signalled = False
+            return False
+
+    def unhold(self) -> bool:
+        """End the hold of a ``held`` queue; return whether items are waiting (the caller schedules them)."""
+        return self.more()
 
     def release(self) -> None:
         """Let a blocked ``put_many`` through, now and from now on (the session is closing)."""
@@ -105,58 +152,91 @@ def safe_call(label: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
 
 
 class Dispatcher(Generic[E]):
-    """The thread that takes items off a :class:`FrameQueue` and hands them to the session's handlers.
+    """Takes items off a :class:`FrameQueue` and hands them to the session's handlers, on the session's own
+    thread or, with ``shared``, on the threads of a :class:`SharedDispatcher`.
 
     ``on_frame(bytes)`` for binary messages, ``on_text(TextFrame)`` for text ones, then ``on_end(value)``
-    with the value given to ``put_end``. The thread ends after ``on_end`` returns, unless it returns a new
-    queue (a reconnected session's): the thread then goes on with that one.
+    with the value given to ``put_end``. The dispatcher ends after ``on_end`` returns, unless it returns a new
+    queue (a reconnected session's, made by :meth:`new_queue`): it then goes on with that one. With ``shared``,
+    ``on_end`` runs on a thread of its own (it may block: a reconnect, the user's ``on_close``), so that it
+    never holds a shared worker.
     """
 
     def __init__(
         self,
-        queue: FrameQueue[E],
         *,
+        maxsize: int,
         on_frame: Callable[[bytes], None],
         on_text: Callable[[TextFrame], None],
         on_end: Callable[[E], Optional[FrameQueue[E]]],
         name: str,
+        shared: Optional[SharedDispatcher] = None,
     ) -> None:
-        self._queue = queue
         self._on_frame = on_frame
         self._on_text = on_text
         self._on_end = on_end
         self._name = name
-        self._thread: Optional[threading.Thread] = None  # created with the first start()
+        self._shared = shared
+        self._thread: Optional[threading.Thread] = None  # own: created with the first start(); shared: on_end's
         self._start_lock = threading.Lock()
+        self._running: Optional[threading.Thread] = None  # shared: the thread running this session's handlers
+        self._done = threading.Event()  # shared: on_end returned None
         self.started = False
+        self.queue: FrameQueue[E] = self.new_queue(maxsize, first=True)
+
+    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
+        """A queue for this dispatcher: the first one, or the one ``on_end`` returns (held until it returns)."""
+        if self._shared is None:
+            return FrameQueue(maxsize)
+        return FrameQueue(maxsize, notify=self._schedule, held=not first)
 
     def start(self) -> None:
-        """Start the thread (once; later calls do nothing)."""
+        """Start the thread (once; later calls do nothing). Shared: nothing to start."""
         if self.started:
             return
         with self._start_lock:
             if not self.started:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+                if self._shared is None:
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
                 self.started = True
 
     def join(self, timeout: Optional[float]) -> None:
-        """Join the thread if it was started."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Wait (at most ``timeout`` seconds) until the dispatcher has ended, if it was started."""
+        if self._shared is None:
+            if self._thread is not None:
+                self._thread.join(timeout)
+            return
+        if not self.started:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._done.wait(timeout):
+            thread = self._thread
+            if thread is not None:  # on_end's thread: its last act was to set _done
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        if self._shared is None:
+            return self._thread is not None and self._thread.is_alive()
+        if not self.started:
+            return False
+        thread = self._thread
+        return not self._done.is_set() or (thread is not None and thread.is_alive())
 
     @property
     def name(self) -> str:
         return self._name
 
     def is_current(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
+        """Whether the calling thread runs this dispatcher's handlers (a callback is calling), or is one of the
+        shared threads (whose callback must not wait for this dispatcher: it may need that very thread)."""
+        current = threading.current_thread()
+        if self._shared is None:
+            return self._thread is not None and current is self._thread
+        return self._running is current or current in self._shared._workers
 
     def _run(self) -> None:
-        get_batch = self._queue.get_batch
+        get_batch = self.queue.get_batch
         on_frame = self._on_frame
         while True:
             for item in get_batch():
@@ -167,9 +247,161 @@ class Dispatcher(Generic[E]):
                         following = self._on_end(item.value)
                         if following is None:
                             return
-                        self._queue = following  # the end is a queue's last item: nothing of the batch is left
+                        self.queue = following  # the end is a queue's last item: nothing of the batch is left
                         get_batch = following.get_batch
                     else:
                         self._on_text(item)
                 except Exception:
                     logger.exception("internal error while dispatching; continuing")
+
+    # ------------------------------------------------------------------ shared
+
+    def _schedule(self) -> None:
+        assert self._shared is not None
+        self._shared._schedule(self)
+
+    def _drain(self) -> None:
+        """On a shared worker: handle one batch, then stay scheduled if more came, or hand the end over."""
+        queue = self.queue
+        on_frame = self._on_frame
+        self._running = threading.current_thread()
+        try:
+            for item in queue.take():
+                try:
+                    if type(item) is bytes:
+                        on_frame(item)
+                    elif isinstance(item, _End):
+                        self._end_elsewhere(item.value)  # the queue's last item: this session stays scheduled
+                        return
+                    else:
+                        self._on_text(item)
+                except Exception:
+                    logger.exception("internal error while dispatching; continuing")
+        finally:
+            self._running = None
+        if queue.more():
+            self._schedule()  # behind the sessions already waiting
+
+    def _end_elsewhere(self, value: E) -> None:
+        thread = threading.Thread(target=self._finish, args=(value,), name=self._name, daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _finish(self, value: E) -> None:
+        self._running = threading.current_thread()
+        following: Optional[FrameQueue[E]] = None
+        try:
+            following = self._on_end(value)
+        except Exception:
+            logger.exception("internal error while dispatching; continuing")
+        finally:
+            self._running = None
+        if following is None:
+            self._done.set()
+            return
+        self.queue = following
+        if following.unhold():
+            self._schedule()
+
+
+class SharedDispatcher:
+    """Runs the callbacks of many sessions on a few shared threads instead of one thread per session.
+
+    Give it to sessions (``dispatcher=`` of :class:`~avatarsdk.AvatarSession`, :func:`~avatarsdk.new_avatar_session`
+    or :class:`~avatarsdk.SessionPool`) when one process runs hundreds of sessions: each frame then costs a
+    fraction of a thread wakeup instead of two, and the process runs about half the threads. Each session's
+    callbacks still run one at a time, in arrival order, outside every lock; those of different sessions may
+    run at the same time on different threads. ``on_close`` and a reconnect run on a short-lived thread of
+    their own, never on a shared one.
+
+    A callback that blocks holds one of the threads: the other sessions go on with the rest, and when all of
+    them are blocked every session's frames wait in its queue (then, past ``max_queued_frames``, in TCP), never
+    dropped. Keep callbacks short (forward the frame and return), or use a session's own thread (the default).
+    A ``close()`` called on a shared thread (from any session's callback) returns at once, as from a session's
+    own callback: waiting there for another session's callbacks could wait for the very thread it holds.
+
+    Threads (``avatarsdk-shared-N``, daemon) start when frames first need them, up to ``threads``.
+    :meth:`close` stops them once nothing is waiting (later frames start them again); it is also the exit of
+    ``with SharedDispatcher() as dispatcher:``. Safe across ``fork()``: a child starts threads of its own.
+
+    Args:
+        threads: Most threads running callbacks at once (1 or more).
+    """
+
+    def __init__(self, threads: int = 2) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int):
+            raise TypeError(f"threads: expected an int, got {type(threads).__name__}")
+        if threads < 1:
+            raise ValueError(f"threads: expected at least 1, got {threads!r}")
+        self._max_threads = threads
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._ready: Deque[Dispatcher[Any]] = deque()
+        self._workers: List[threading.Thread] = []
+        self._idle = 0  # workers waiting, not yet notified
+        self._stopping = False
+
+    @property
+    def threads(self) -> int:
+        """The most threads that run callbacks at once."""
+        return self._max_threads
+
+    def __repr__(self) -> str:
+        return f"<SharedDispatcher threads={self._max_threads} running={len(self._workers)}>"
+
+    def __enter__(self) -> SharedDispatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _schedule(self, dispatcher: Dispatcher[Any]) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's threads and lock state are not ours
+            self._reset()
+        with self._cond:
+            self._ready.append(dispatcher)
+            if self._idle:
+                self._idle -= 1
+                self._cond.notify()
+            elif len(self._workers) < self._max_threads:
+                taken = {thread.name for thread in self._workers}
+                number = next(n for n in range(1, self._max_threads + 1) if f"avatarsdk-shared-{n}" not in taken)
+                thread = threading.Thread(target=self._work, name=f"avatarsdk-shared-{number}", daemon=True)
+                self._workers.append(thread)
+                thread.start()
+
+    def _work(self) -> None:
+        cond, ready = self._cond, self._ready
+        while True:
+            with cond:
+                while not ready:
+                    if self._stopping:
+                        self._workers.remove(threading.current_thread())
+                        return
+                    self._idle += 1  # the notifier takes it back off
+                    cond.wait()
+                dispatcher = ready.popleft()
+            try:
+                dispatcher._drain()
+            except Exception:  # pragma: no cover - _drain catches what handlers raise; this keeps the thread
+                logger.exception("internal error in a shared dispatcher thread; continuing")
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop the threads once nothing is waiting for them (at most ``timeout`` seconds each). Sessions
+        still open may go on: their next frames start threads again."""
+        if self._pid != os.getpid():
+            self._reset()
+            return
+        with self._cond:
+            self._stopping = True
+            self._idle = 0
+            self._cond.notify_all()
+            workers = list(self._workers)
+        for thread in workers:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        with self._cond:
+            self._stopping = False

@@ -20,7 +20,7 @@ from typing import Callable, Deque, Dict, FrozenSet, Generator, List, Optional, 
 import requests
 
 from . import _opus, _protocol, _protocol_v1
-from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, TextFrame, safe_call
+from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, SharedDispatcher, TextFrame, safe_call
 from ._network import ClientCert, NetworkOptions, user_stacklevel, warn_insecure_transport
 from ._protocol import peek_animation
 from ._token import NO_RETRIES, RetryPolicy, request_session_token
@@ -118,7 +118,8 @@ class AvatarSession:
     Received animation frames are delivered to ``config.transport_frames`` on the session's dispatcher thread
     (``avatarsdk-dispatch-N``), in arrival order; faults go to ``config.on_error`` on the same thread, and
     ``config.on_close`` is called there exactly once, after every frame received before the end. A separate
-    reader thread (``avatarsdk-reader-N``) owns the socket and never runs user code.
+    reader thread (``avatarsdk-reader-N``) owns the socket and never runs user code. With ``dispatcher=`` (a
+    :class:`~avatarsdk.SharedDispatcher`), the callbacks run on its shared threads instead, in the same order.
 
     Thread-safety: every method may be called from any thread, including from inside callbacks.
 
@@ -150,6 +151,9 @@ class AvatarSession:
             backoff. Requests in flight at the drop fail (``on_error``, one retryable error naming each
             ``req_id``); ``config.on_reconnect`` follows the attempts; sends wait for the new connection (up
             to ``send_timeout``). Off by default.
+        dispatcher: A :class:`~avatarsdk.SharedDispatcher` whose threads run this session's callbacks, shared
+            with other sessions (for hundreds of sessions in one process); ``None`` (the default): the
+            session's own dispatcher thread.
 
     Every timeout may be ``None`` for no limit. Credentials that would travel unencrypted to another host, or in
     a URL query, raise an ``InsecureTransportWarning`` when the session is created.
@@ -178,6 +182,7 @@ class AvatarSession:
         client_cert: Optional[ClientCert] = None,
         proxy: Optional[str] = None,
         reconnect: Union[bool, ReconnectPolicy, None] = None,
+        dispatcher: Optional[SharedDispatcher] = None,
         _warn_insecure: bool = True,
     ) -> None:
         check_config(config)
@@ -218,6 +223,9 @@ class AvatarSession:
             )
         self._http: Optional[requests.Session] = None  # the token calls' connection pool, made by init()
         self._reconnect = reconnect_policy(reconnect)
+        if dispatcher is not None and not isinstance(dispatcher, SharedDispatcher):
+            raise TypeError(f"dispatcher: expected a SharedDispatcher or None, got {type(dispatcher).__name__}")
+        self._shared_dispatcher = dispatcher
         # Requests in flight are tracked only for a reconnect to fail them (egress sessions get no frames back).
         self._track = self._reconnect is not None and not (self._config.livekit_egress or self._config.agora_egress)
 
@@ -351,14 +359,15 @@ class AvatarSession:
             if self._start_failed():
                 raise ValueError("start(): the session was closed while starting") from exc
             raise
-        queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
         dispatcher = Dispatcher(
-            queue,
+            maxsize=self._max_queued,
             on_frame=self._on_frame_v1 if self._v1 else self._on_frame,
             on_text=self._on_text,
             on_end=self._on_end,
             name=f"avatarsdk-dispatch-{self._number}",
+            shared=self._shared_dispatcher,
         )
+        queue = dispatcher.queue
         with self._lock:
             closing = self._state is not _State.STARTING
             if not closing:
@@ -1183,11 +1192,11 @@ class AvatarSession:
         self, conn: Connection, connection_id: str, capabilities: Tuple[str, ...]
     ) -> Optional[FrameQueue[StreamEnd]]:
         """Make the reconnected ``conn`` the session's and start its reader; ``None`` if ``close()`` came first."""
-        queue: FrameQueue[StreamEnd] = FrameQueue(self._max_queued)
+        assert self._dispatcher is not None
+        queue = self._dispatcher.new_queue(self._max_queued)
         with self._lock:
             closing = self._state is not _State.RECONNECTING
             if not closing:
-                assert self._dispatcher is not None
                 parked = ParkedThread(f"avatarsdk-reader-{self._number}")
                 self._conn, self._queue, self._reader_thread = conn, queue, parked.thread
                 self._connection_id = connection_id
@@ -1316,6 +1325,7 @@ def new_avatar_session(
     client_cert: Optional[ClientCert] = None,
     proxy: Optional[str] = None,
     reconnect: Union[bool, ReconnectPolicy, None] = None,
+    dispatcher: Optional[SharedDispatcher] = None,
 ) -> AvatarSession:
     """Create an :class:`AvatarSession` from keyword arguments (the fields of :class:`SessionConfig` and the
     session's timeouts). Unknown keywords raise ``TypeError``; invalid values raise ``ValueError``/``TypeError``
@@ -1370,4 +1380,5 @@ def new_avatar_session(
         client_cert=client_cert,
         proxy=proxy,
         reconnect=reconnect,
+        dispatcher=dispatcher,
     )

@@ -78,7 +78,7 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any, ContextManager, Deque, Dict, Generator, List, Optional, Set, Tuple, Type, Union, cast
 
-from ._dispatch import DEFAULT_MAX_QUEUED, safe_call
+from ._dispatch import DEFAULT_MAX_QUEUED, SharedDispatcher, safe_call
 from ._network import ClientCert
 from ._validation import HttpTimeout, check_audio, check_int, check_timeout
 from .avatar_session import (
@@ -218,6 +218,8 @@ class SessionPool:
             ca_bundle, client_cert, proxy, reconnect: Every session's limits, network settings and reconnect
             policy, as for :class:`~avatarsdk.AvatarSession` (a lent session that reconnects goes on serving
             its borrower; like any session that reported an error, it is replaced when returned).
+        dispatcher: A :class:`~avatarsdk.SharedDispatcher` to run every session's callbacks on its threads
+            (``None``: each session's own thread). The pool does not close it.
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it); nothing has been sent.
@@ -264,6 +266,7 @@ class SessionPool:
         client_cert: Optional[ClientCert] = None,
         proxy: Optional[str] = None,
         reconnect: Union[bool, ReconnectPolicy, None] = None,
+        dispatcher: Optional[SharedDispatcher] = None,
     ) -> None:
         if check_int("max_size", max_size) < 1:
             raise ValueError(f"max_size: expected at least 1, got {max_size!r}")
@@ -297,6 +300,7 @@ class SessionPool:
             client_cert=client_cert,
             proxy=proxy,
             reconnect=reconnect,
+            dispatcher=dispatcher,
         )
         # The sessions' own checks, on a session that is never started (no I/O); its copy of the
         # configuration is the template of every session (later changes to the caller's objects do not

@@ -11,6 +11,7 @@ way the fault strikes (close reason, which invalid frame, which malformed bytes,
   phase, ``connection_id``), or nothing where the protocol says the fault is ignored;
 * ``on_close`` ran exactly once, and last;
 * no ``avatarsdk-*`` thread is left;
+* the same with the session's callbacks on a ``SharedDispatcher`` (odd seeds) as on its own thread (even ones);
 * every frame the stand-in sent before the fault was delivered once, in order, with its ``last`` flag
   (checked against ``conn.sent_frames()``), and none sent after a fault that ends the session; where the
   session carries on, the frames after the fault arrive too and a new request still gets its frames.
@@ -52,6 +53,7 @@ from avatarsdk import (
     ReconnectEvent,
     ReconnectPolicy,
     ReconnectState,
+    SharedDispatcher,
     new_avatar_session,
 )
 from avatarsdk._proto import ingress_v2_pb2 as pb
@@ -867,6 +869,8 @@ def run_once(fault: Fault, seed: int, service: FakeAvatarService, proxy: Optiona
     if fault.reconnect:
         kwargs.update(reconnect=RECONNECT, on_reconnect=run.on_reconnect)
     kwargs.update(options)
+    shared = SharedDispatcher(2) if seed % 2 else None  # odd seeds: callbacks on shared threads
+    kwargs["dispatcher"] = shared
     session = new_avatar_session(**kwargs)
     run._session = session
     try:
@@ -881,6 +885,8 @@ def run_once(fault: Fault, seed: int, service: FakeAvatarService, proxy: Optiona
         if run._conn is not None:
             run._conn.resume_reading()
         session.close()
+        if shared is not None:
+            shared.close()
     leaked = []
     for thread in sdk_threads() - threads_before:
         thread.join(5)

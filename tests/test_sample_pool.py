@@ -24,9 +24,13 @@ def run(*args: str, local_env: bool = False) -> subprocess.CompletedProcess:  # 
     )
 
 
-@pytest.mark.parametrize("local_env", [False, True], ids=["--local", "AVATARSDK_LOCAL=1"])
-def test_concurrent_utterances_through_one_pool(local_env: bool) -> None:
-    flags = ["--utterances", "6", "--concurrency", "3", "--max-size", "2", "--seconds", "0.2"]
+@pytest.mark.parametrize(
+    ("local_env", "extra"),
+    [(False, []), (True, []), (False, ["--dispatch-threads", "2"])],
+    ids=["--local", "AVATARSDK_LOCAL=1", "--dispatch-threads"],
+)
+def test_concurrent_utterances_through_one_pool(local_env: bool, extra: List[str]) -> None:
+    flags = ["--utterances", "6", "--concurrency", "3", "--max-size", "2", "--seconds", "0.2", *extra]
     result = run(*([] if local_env else ["--local"]), *flags, local_env=local_env)
     assert result.returncode == 0, result.stderr
     lines: List[str] = result.stdout.splitlines()
