@@ -97,12 +97,15 @@ class FrameQueue(Generic[E]):
     def take(self) -> Deque[Any]:
         """Every waiting item, oldest first (maybe none); never blocks. For a shared consumer."""
         with self._cond:
-            batch = self._items
-            self._items = deque()
-            if self._producer_waiting:
-                self._producer_waiting = False
-                self._cond.notify_all()
-            return batch
+            return self._take_locked()
+
+    def _take_locked(self) -> Deque[Any]:
+        batch = self._items
+        self._items = deque()
+        if self._producer_waiting:
+            self._producer_waiting = False
+            self._cond.notify_all()
+        return batch
 
     def more(self) -> bool:
         """After ``take``: whether items came meanwhile (the consumer stays signalled and comes back for them);
@@ -129,12 +132,7 @@ class FrameQueue(Generic[E]):
             while not self._items:
                 self._consumer_waiting = True
                 self._cond.wait()
-            batch = self._items
-            self._items = deque()
-            if self._producer_waiting:
-                self._producer_waiting = False
-                self._cond.notify_all()
-            return batch
+            return self._take_locked()
 
     def __len__(self) -> int:
         with self._cond:

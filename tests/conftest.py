@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
@@ -149,3 +151,25 @@ def unused_port() -> int:
 def optional(value: Optional[Any]) -> Any:
     assert value is not None
     return value
+
+
+def in_forked_child(work: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """Run ``work`` in a child made by ``os.fork()`` and return its JSON report (``{"error": ...}`` if it
+    raised); the child never returns to the test framework. Asserts the child exited cleanly."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() with threads running
+        pid = os.fork()
+    if pid == 0:
+        try:
+            report = work()
+        except BaseException as exc:
+            report = {"error": repr(exc)}
+        os.write(write_end, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        report = json.loads(reader.read())
+    assert status == 0 and "error" not in report, report
+    return report

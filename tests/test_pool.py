@@ -13,12 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import Recorder, pcm
+from conftest import Recorder, in_forked_child, pcm
 
 from avatarsdk import (
     AvatarSDKError,
@@ -541,31 +540,21 @@ def test_a_forked_child_gets_a_fresh_pool_and_the_parents_sessions_keep_working(
     pool = make_pool(min_idle=1)
     wait_until(lambda: pool.stats().idle == 1, what="a warm session")
     parent_conn = service.wait_for_connection(0)
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() with threads running
-        pid = os.fork()
-    if pid == 0:  # the child: report what happened, never run the test framework
-        try:
-            frames = pool.collect(pcm(0.2))
-            with pool.session() as session:
-                more = session.collect(pcm(0.12))
-                report: Dict[str, Any] = {"cid": session.connection_id, "req_id": more[0].req_id}
-            report.update(
-                frames=len(frames),
-                digest=hashlib.sha256(b"".join(f.data for f in more)).hexdigest(),
-                created=pool.stats().created,
-            )
-            pool.close()
-        except BaseException as exc:
-            report = {"error": repr(exc)}
-        os.write(write_end, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    report = json.loads(os.read(read_end, 65536))
-    os.close(read_end)
-    assert status == 0 and "error" not in report, report
+
+    def child() -> Dict[str, Any]:
+        frames = pool.collect(pcm(0.2))
+        with pool.session() as session:
+            more = session.collect(pcm(0.12))
+            report: Dict[str, Any] = {"cid": session.connection_id, "req_id": more[0].req_id}
+        report.update(
+            frames=len(frames),
+            digest=hashlib.sha256(b"".join(f.data for f in more)).hexdigest(),
+            created=pool.stats().created,
+        )
+        pool.close()
+        return report
+
+    report = in_forked_child(child)
     assert report["frames"] == 5 and report["created"] >= 1
     child_conn = connection(service, report["cid"])  # a connection of the child's own
     assert child_conn is not parent_conn

@@ -7,16 +7,13 @@ back-pressure, close from a callback, close() of the dispatcher, pools and fork 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 import time
-import warnings
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from conftest import Recorder, pcm, started
+from conftest import Recorder, in_forked_child, pcm, started
 
 from avatarsdk import (
     AvatarSession,
@@ -340,36 +337,22 @@ def test_a_forked_child_runs_callbacks_on_threads_of_its_own(
 ) -> None:
     with new_avatar_session(**service.session_kwargs(), dispatcher=shared) as session:
         assert len(session.collect(pcm(0.08))) == 2  # the parent's threads are running
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() with threads running
-        pid = os.fork()
-    if pid == 0:  # the child: report what happened, never run the test framework
-        try:
-            names: List[str] = []
-            with new_avatar_session(
-                **service.session_kwargs(
-                    transport_frames=lambda f, last: names.append(threading.current_thread().name)
-                ),
-                dispatcher=shared,
-            ) as child_session:
-                frames = child_session.collect(pcm(0.12))
-            shared.close()
-            report: Dict[str, Any] = {
-                "frames": len(frames),
-                "names": sorted(set(names)),
-                "digest": hashlib.sha256(b"".join(f.data for f in frames)).hexdigest(),
-                "left": [t.name for t in threading.enumerate() if t.name.startswith("avatarsdk-")],
-            }
-        except BaseException as exc:
-            report = {"error": repr(exc)}
-        os.write(write_end, json.dumps(report).encode())
-        os._exit(0)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    report = json.loads(os.read(read_end, 65536))
-    os.close(read_end)
-    assert status == 0 and "error" not in report, report
+
+    def child() -> Dict[str, Any]:
+        names: List[str] = []
+        with new_avatar_session(
+            **service.session_kwargs(transport_frames=lambda f, last: names.append(threading.current_thread().name)),
+            dispatcher=shared,
+        ) as child_session:
+            frames = child_session.collect(pcm(0.12))
+        shared.close()
+        return {
+            "frames": len(frames),
+            "names": sorted(set(names)),
+            "left": [t.name for t in threading.enumerate() if t.name.startswith("avatarsdk-")],
+        }
+
+    report = in_forked_child(child)
     assert (
         report["frames"] == 3
         and report["names"]
