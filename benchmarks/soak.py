@@ -65,10 +65,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--utterance", type=float, default=2.0, help="seconds of audio per utterance (2)")
     parser.add_argument("--chunk-ms", type=int, default=100, help="milliseconds of audio per send_audio() (100)")
     parser.add_argument("--frame-size", type=int, default=1200, help="bytes per animation frame (1200)")
+    parser.add_argument(
+        "--dispatch-threads",
+        type=int,
+        default=0,
+        help="run the callbacks on a SharedDispatcher of N threads (0: a thread per session, the default)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the samples and counters to FILE as JSON")
     args = parser.parse_args(argv)
-    if args.sessions < 1 or args.chunk_ms < 1:
-        parser.error("--sessions and --chunk-ms must be at least 1")
+    if args.sessions < 1 or args.chunk_ms < 1 or args.dispatch_threads < 0:
+        parser.error("--sessions and --chunk-ms must be at least 1, --dispatch-threads at least 0")
     if min(args.fps, args.duration, args.interval, args.utterance) <= 0 or args.warmup < 0:
         parser.error("--fps, --duration, --interval and --utterance must be above 0, --warmup at least 0")
     if args.frame_size < 128:
@@ -353,7 +359,7 @@ def _server_stats(server: ServerProcess) -> Dict[str, int]:
         return {k: int(v) for k, v in json.loads(response.read()).items()}
 
 
-def _new_session(server: ServerProcess, url: str, tracker: Tracker) -> Any:
+def _new_session(server: ServerProcess, url: str, tracker: Tracker, dispatcher: Any = None) -> Any:
     from avatarsdk import new_avatar_session  # noqa: PLC0415 - imported once the server is up, like client.py
 
     return new_avatar_session(
@@ -366,12 +372,15 @@ def _new_session(server: ServerProcess, url: str, tracker: Tracker) -> Any:
         transport_frames=tracker.on_frame,
         on_error=tracker.on_error,
         on_close=tracker.on_close,
+        dispatcher=dispatcher,
     )
 
 
-def _start_sessions(server: ServerProcess, url: str, trackers: Sequence[Tracker], into: List[Any]) -> None:
+def _start_sessions(
+    server: ServerProcess, url: str, trackers: Sequence[Tracker], into: List[Any], dispatcher: Any
+) -> None:
     for tracker in trackers:
-        session = _new_session(server, url, tracker)
+        session = _new_session(server, url, tracker, dispatcher)
         into.append(session)
         session.init()
         tracker.connection_id = session.start().encode()
@@ -419,6 +428,11 @@ def soak(args: argparse.Namespace, server: ServerProcess, started: float) -> Dic
     stats0 = _server_stats(server)
 
     trackers = [Tracker(per_request, interval_ns) for _ in range(args.sessions)]
+    dispatcher = None
+    if args.dispatch_threads:
+        from avatarsdk import SharedDispatcher  # noqa: PLC0415 - imported once the server is up, like client.py
+
+        dispatcher = SharedDispatcher(args.dispatch_threads)
     sessions: List[Any] = []
     failures: List[str] = []
     driver: Optional[Driver] = None
@@ -432,7 +446,7 @@ def soak(args: argparse.Namespace, server: ServerProcess, started: float) -> Dic
 
     try:
         wall0 = time.perf_counter()
-        _start_sessions(server, url, trackers, sessions)
+        _start_sessions(server, url, trackers, sessions, dispatcher)
         result["start_s"] = time.perf_counter() - wall0
         driver = Driver(sessions, trackers, args)
         driver.start()
@@ -480,6 +494,8 @@ def soak(args: argparse.Namespace, server: ServerProcess, started: float) -> Dic
             driver.stop()
         close0 = time.perf_counter()
         all_closed = _close_sessions(sessions)
+        if dispatcher is not None:
+            dispatcher.close()
         result["close_s"] = time.perf_counter() - close0
         if driver is not None:
             driver.join(args.utterance + 1)
@@ -493,6 +509,7 @@ def soak(args: argparse.Namespace, server: ServerProcess, started: float) -> Dic
     valid = sum(t.valid for t in trackers)
     result.update(
         sessions=args.sessions,
+        dispatch_threads=args.dispatch_threads,
         samples=[asdict(s) for s in samples],
         triggers=triggers,
         frames_expected=expected,
@@ -570,7 +587,12 @@ def report(args: argparse.Namespace, r: Dict[str, Any], info: Dict[str, str], el
     out.append(
         f"{'run:':24}{args.sessions} sessions x {args.fps:g} fps for {args.duration:g} s (after {args.warmup:g} s of"
         f" warm-up); utterances of {args.utterance:g} s ({args.frames_per_utterance} frames of {args.frame_size} B),"
-        f" sent in {args.chunk_ms} ms chunks in real time; samples every {args.interval:g} s"
+        f" sent in {args.chunk_ms} ms chunks in real time; samples every {args.interval:g} s; callbacks on"
+        + (
+            f" a SharedDispatcher of {args.dispatch_threads} threads"
+            if args.dispatch_threads
+            else " a thread per session"
+        )
     )
     out.append("")
     samples = r["samples"]
