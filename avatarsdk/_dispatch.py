@@ -53,7 +53,7 @@ class FrameQueue(Generic[E]):
 
     The consumer is a thread blocked in ``get_batch``, or (``notify`` given) a :class:`SharedDispatcher`'s
     worker: ``notify`` is called when items arrive while the consumer is not yet told of any, and the worker
-    takes them with ``take`` and ``more``. A ``held`` queue calls ``notify`` only after ``unhold``.
+    takes them with ``take`` and ``more``. A ``held`` queue calls ``notify`` only after a first ``more``.
     """
 
     def __init__(
@@ -116,10 +116,6 @@ class FrameQueue(Generic[E]):
             self._signalled = False
             return False
 
-    def unhold(self) -> bool:
-        """End the hold of a ``held`` queue; return whether items are waiting (the caller schedules them)."""
-        return self.more()
-
     def release(self) -> None:
         """Let a blocked ``put_many`` through, now and from now on (the session is closing)."""
         with self._cond:
@@ -150,14 +146,13 @@ def safe_call(label: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
 
 
 class Dispatcher(Generic[E]):
-    """Takes items off a :class:`FrameQueue` and hands them to the session's handlers, on the session's own
-    thread or, with ``shared``, on the threads of a :class:`SharedDispatcher`.
+    """Takes items off a session's :class:`FrameQueue` and hands them to the session's handlers.
 
     ``on_frame(bytes)`` for binary messages, ``on_text(TextFrame)`` for text ones, then ``on_end(value)``
     with the value given to ``put_end``. The dispatcher ends after ``on_end`` returns, unless it returns a new
-    queue (a reconnected session's, made by :meth:`new_queue`): it then goes on with that one. With ``shared``,
-    ``on_end`` runs on a thread of its own (it may block: a reconnect, the user's ``on_close``), so that it
-    never holds a shared worker.
+    queue (a reconnected session's, made by :meth:`new_queue`): it then goes on with that one. Made by
+    :func:`new_dispatcher`: a :class:`_ThreadDispatcher` (the session's own thread) or a
+    :class:`_SharedSlot` (a :class:`SharedDispatcher`'s threads).
     """
 
     def __init__(
@@ -168,137 +163,181 @@ class Dispatcher(Generic[E]):
         on_text: Callable[[TextFrame], None],
         on_end: Callable[[E], Optional[FrameQueue[E]]],
         name: str,
-        shared: Optional[SharedDispatcher] = None,
     ) -> None:
         self._on_frame = on_frame
         self._on_text = on_text
         self._on_end = on_end
         self._name = name
-        self._shared = shared
-        self._thread: Optional[threading.Thread] = None  # own: created with the first start(); shared: on_end's
-        self._start_lock = threading.Lock()
-        self._running: Optional[threading.Thread] = None  # shared: the thread running this session's handlers
-        self._done = threading.Event()  # shared: on_end returned None
         self.started = False
         self.queue: FrameQueue[E] = self.new_queue(maxsize, first=True)
-
-    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
-        """A queue for this dispatcher: the first one, or the one ``on_end`` returns (held until it returns)."""
-        if self._shared is None:
-            return FrameQueue(maxsize)
-        return FrameQueue(maxsize, notify=self._schedule, held=not first)
-
-    def start(self) -> None:
-        """Start the thread (once; later calls do nothing). Shared: nothing to start."""
-        if self.started:
-            return
-        with self._start_lock:
-            if not self.started:
-                if self._shared is None:
-                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                    self._thread.start()
-                self.started = True
-
-    def join(self, timeout: Optional[float]) -> None:
-        """Wait (at most ``timeout`` seconds) until the dispatcher has ended, if it was started."""
-        if self._shared is None:
-            if self._thread is not None:
-                self._thread.join(timeout)
-            return
-        if not self.started:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self._done.wait(timeout):
-            thread = self._thread
-            if thread is not None:  # on_end's thread: its last act was to set _done
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-    def is_alive(self) -> bool:
-        if self._shared is None:
-            return self._thread is not None and self._thread.is_alive()
-        if not self.started:
-            return False
-        thread = self._thread
-        return not self._done.is_set() or (thread is not None and thread.is_alive())
 
     @property
     def name(self) -> str:
         return self._name
 
+    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
+        """A queue for this dispatcher: the first one, or the one ``on_end`` returns."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Called by the reader with each item it queues (the first call may start a thread)."""
+        raise NotImplementedError
+
+    def join(self, timeout: Optional[float]) -> None:
+        """Wait (at most ``timeout`` seconds) until the dispatcher has ended, if it was started."""
+        raise NotImplementedError
+
+    def is_alive(self) -> bool:
+        raise NotImplementedError
+
     def is_current(self) -> bool:
-        """Whether the calling thread runs this dispatcher's handlers (a callback is calling), or is one of the
-        shared threads (whose callback must not wait for this dispatcher: it may need that very thread)."""
-        current = threading.current_thread()
-        if self._shared is None:
-            return self._thread is not None and current is self._thread
-        return self._running is current or current in self._shared._workers
+        """Whether ``close()`` on the calling thread must not wait for this dispatcher (a callback is calling)."""
+        raise NotImplementedError
+
+    def _handle(self, batch: Deque[Any]) -> Optional[_End[E]]:
+        """Run the handlers for ``batch``, in order; return its end, if it holds one (always its last item)."""
+        on_frame = self._on_frame
+        for item in batch:
+            try:
+                if type(item) is bytes:
+                    on_frame(item)
+                elif isinstance(item, _End):
+                    return item
+                else:
+                    self._on_text(item)
+            except Exception:
+                logger.exception("internal error while dispatching; continuing")
+        return None
+
+    def _end(self, end: _End[E]) -> Optional[FrameQueue[E]]:
+        """``on_end``: the queue to go on with, or ``None`` when the dispatcher is done."""
+        try:
+            return self._on_end(end.value)
+        except Exception:
+            logger.exception("internal error while ending the dispatch")
+            return None
+
+
+def new_dispatcher(
+    shared: Optional[SharedDispatcher],
+    *,
+    maxsize: int,
+    on_frame: Callable[[bytes], None],
+    on_text: Callable[[TextFrame], None],
+    on_end: Callable[[E], Optional[FrameQueue[E]]],
+    name: str,
+) -> Dispatcher[E]:
+    """A session's dispatcher: on ``shared``'s threads, or (``None``) on a thread of its own."""
+    if shared is None:
+        return _ThreadDispatcher(maxsize=maxsize, on_frame=on_frame, on_text=on_text, on_end=on_end, name=name)
+    return _SharedSlot(shared, maxsize=maxsize, on_frame=on_frame, on_text=on_text, on_end=on_end, name=name)
+
+
+class _ThreadDispatcher(Dispatcher[E]):
+    """The session's own thread, started with the first item, blocked in ``get_batch`` between items."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._thread: Optional[threading.Thread] = None  # created with the first start()
+        self._start_lock = threading.Lock()
+        super().__init__(**kwargs)
+
+    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
+        return FrameQueue(maxsize)
+
+    def start(self) -> None:
+        if self.started:
+            return
+        with self._start_lock:
+            if not self.started:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+                self.started = True
+
+    def join(self, timeout: Optional[float]) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def is_current(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def _run(self) -> None:
-        get_batch = self.queue.get_batch
-        on_frame = self._on_frame
         while True:
-            for item in get_batch():
-                try:
-                    if type(item) is bytes:
-                        on_frame(item)
-                    elif isinstance(item, _End):
-                        following = self._on_end(item.value)
-                        if following is None:
-                            return
-                        self.queue = following  # the end is a queue's last item: nothing of the batch is left
-                        get_batch = following.get_batch
-                    else:
-                        self._on_text(item)
-                except Exception:
-                    logger.exception("internal error while dispatching; continuing")
+            end = self._handle(self.queue.get_batch())
+            if end is not None:
+                following = self._end(end)
+                if following is None:
+                    return
+                self.queue = following  # the end is a queue's last item: nothing of the batch is left
 
-    # ------------------------------------------------------------------ shared
+
+class _SharedSlot(Dispatcher[E]):
+    """A session's place on a :class:`SharedDispatcher`: scheduled when its queue gets items, drained one batch
+    at a time by a shared thread. ``on_end`` runs on a thread of its own (it may block: a reconnect, the user's
+    ``on_close``), so that it never holds a shared thread; a reconnected session's new queue is held until
+    ``on_end`` returns, so that nothing of it is handled before."""
+
+    def __init__(self, shared: SharedDispatcher, **kwargs: Any) -> None:
+        self._shared = shared
+        self._running: Optional[threading.Thread] = None  # the thread running this session's handlers
+        self._end_thread: Optional[threading.Thread] = None
+        self._done = threading.Event()  # on_end returned None
+        super().__init__(**kwargs)
+
+    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
+        return FrameQueue(maxsize, notify=self._schedule, held=not first)
+
+    def start(self) -> None:
+        self.started = True
+
+    def join(self, timeout: Optional[float]) -> None:
+        if not self.started:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._done.wait(timeout) and self._end_thread is not None:  # its last act was to set _done
+            self._end_thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def is_alive(self) -> bool:
+        if not self.started:
+            return False
+        thread = self._end_thread
+        return not self._done.is_set() or (thread is not None and thread.is_alive())
+
+    def is_current(self) -> bool:
+        # Any shared thread counts: its callback must not wait for this session, which may need that very thread.
+        current = threading.current_thread()
+        return self._running is current or current in self._shared._workers
 
     def _schedule(self) -> None:
-        assert self._shared is not None
         self._shared._schedule(self)
 
     def _drain(self) -> None:
-        """On a shared worker: handle one batch, then stay scheduled if more came, or hand the end over."""
+        """On a shared thread: handle one batch, then stay scheduled if more came, or hand the end over."""
         queue = self.queue
-        on_frame = self._on_frame
         self._running = threading.current_thread()
         try:
-            for item in queue.take():
-                try:
-                    if type(item) is bytes:
-                        on_frame(item)
-                    elif isinstance(item, _End):
-                        self._end_elsewhere(item.value)  # the queue's last item: this session stays scheduled
-                        return
-                    else:
-                        self._on_text(item)
-                except Exception:
-                    logger.exception("internal error while dispatching; continuing")
+            end = self._handle(queue.take())
         finally:
             self._running = None
-        if queue.more():
+        if end is not None:  # the queue's last item: the session stays scheduled until on_end returns
+            self._end_thread = threading.Thread(target=self._finish, args=(end,), name=self._name, daemon=True)
+            self._end_thread.start()
+        elif queue.more():
             self._schedule()  # behind the sessions already waiting
 
-    def _end_elsewhere(self, value: E) -> None:
-        thread = threading.Thread(target=self._finish, args=(value,), name=self._name, daemon=True)
-        self._thread = thread
-        thread.start()
-
-    def _finish(self, value: E) -> None:
+    def _finish(self, end: _End[E]) -> None:
         self._running = threading.current_thread()
-        following: Optional[FrameQueue[E]] = None
         try:
-            following = self._on_end(value)
-        except Exception:
-            logger.exception("internal error while dispatching; continuing")
+            following = self._end(end)
         finally:
             self._running = None
         if following is None:
             self._done.set()
             return
         self.queue = following
-        if following.unhold():
+        if following.more():  # the hold ends: what came meanwhile is scheduled
             self._schedule()
 
 
@@ -337,8 +376,8 @@ class SharedDispatcher:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._cond = threading.Condition(threading.Lock())
-        self._ready: Deque[Dispatcher[Any]] = deque()
-        self._workers: List[threading.Thread] = []
+        self._ready: Deque[_SharedSlot[Any]] = deque()
+        self._workers: List[threading.Thread] = []  # read without the lock by _SharedSlot.is_current
         self._idle = 0  # workers waiting, not yet notified
         self._stopping = False
 
@@ -356,7 +395,7 @@ class SharedDispatcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _schedule(self, dispatcher: Dispatcher[Any]) -> None:
+    def _schedule(self, dispatcher: _SharedSlot[Any]) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's threads and lock state are not ours
             self._reset()
         with self._cond:

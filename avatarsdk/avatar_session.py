@@ -20,7 +20,15 @@ from typing import Callable, Deque, Dict, FrozenSet, Generator, List, Optional, 
 import requests
 
 from . import _opus, _protocol, _protocol_v1
-from ._dispatch import DEFAULT_MAX_QUEUED, Dispatcher, FrameQueue, SharedDispatcher, TextFrame, safe_call
+from ._dispatch import (
+    DEFAULT_MAX_QUEUED,
+    Dispatcher,
+    FrameQueue,
+    SharedDispatcher,
+    TextFrame,
+    new_dispatcher,
+    safe_call,
+)
 from ._network import ClientCert, NetworkOptions, user_stacklevel, warn_insecure_transport
 from ._protocol import peek_animation
 from ._token import NO_RETRIES, RetryPolicy, request_session_token
@@ -359,13 +367,13 @@ class AvatarSession:
             if self._start_failed():
                 raise ValueError("start(): the session was closed while starting") from exc
             raise
-        dispatcher = Dispatcher(
+        dispatcher: Dispatcher[StreamEnd] = new_dispatcher(
+            self._shared_dispatcher,
             maxsize=self._max_queued,
             on_frame=self._on_frame_v1 if self._v1 else self._on_frame,
             on_text=self._on_text,
             on_end=self._on_end,
             name=f"avatarsdk-dispatch-{self._number}",
-            shared=self._shared_dispatcher,
         )
         queue = dispatcher.queue
         with self._lock:
