@@ -7,12 +7,12 @@ import os
 import threading
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from avatarsdk import AvatarSDKError, AvatarSession, new_avatar_session
+from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, ReconnectPolicy, new_avatar_session
 from avatarsdk.testing import FakeAvatarService
 
 # CI (.ci/run sets CI) replays the same examples on every run, so that a gate never fails on an example drawn for
@@ -20,6 +20,21 @@ from avatarsdk.testing import FakeAvatarService
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+
+# What a close frame from the server means (README "Errors"): close code, the error reported, whether retryable.
+CLOSE_CODE_ERRORS: Tuple[Tuple[int, AvatarSDKErrorCode, bool], ...] = (
+    (1011, AvatarSDKErrorCode.connectionClosed, True),
+    (4001, AvatarSDKErrorCode.creditsExhausted, False),
+    (4002, AvatarSDKErrorCode.sessionDurationExceeded, True),
+    (4003, AvatarSDKErrorCode.concurrencyLimit, False),
+    (4010, AvatarSDKErrorCode.sessionTokenInvalid, False),
+    (4503, AvatarSDKErrorCode.upstreamError, True),
+    (1008, AvatarSDKErrorCode.connectionClosed, False),
+)
+
+# Reconnects with no waiting between attempts, for tests.
+FAST_RECONNECT = ReconnectPolicy(initial_delay=0.0, max_delay=0.05, jitter=0.0, max_attempts=3)
 
 
 @pytest.fixture(autouse=True)

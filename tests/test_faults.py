@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 from _wire import lfield, varint, ws_frame
-from conftest import Recorder, pcm
+from conftest import CLOSE_CODE_ERRORS, Recorder, pcm
 from google.protobuf.internal import api_implementation
 from websockets.exceptions import ConnectionClosed
 
@@ -663,14 +663,7 @@ def slow_callback(run: Run) -> None:
 
 # -- the table
 
-CLOSE_CODES: Tuple[Tuple[int, AvatarSDKErrorCode, bool], ...] = (
-    (1011, C.connectionClosed, True),
-    (4001, C.creditsExhausted, False),
-    (4002, C.sessionDurationExceeded, True),
-    (4003, C.concurrencyLimit, False),
-    (4010, C.sessionTokenInvalid, False),
-    (4503, C.upstreamError, True),
-)
+CLOSE_CODES = [entry for entry in CLOSE_CODE_ERRORS if entry[0] != 1008]  # 1008 (policy): test_session
 WIRE_PACINGS = ("burst", "settled", "coalesced")
 RECONNECT = ReconnectPolicy(initial_delay=0.0, max_delay=0.05, jitter=0.0, max_attempts=5)
 

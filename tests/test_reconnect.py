@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
-from conftest import Recorder, pcm, started
+from conftest import CLOSE_CODE_ERRORS, FAST_RECONNECT, Recorder, pcm, started
 
 from avatarsdk import (
     AvatarSDKError,
@@ -33,8 +33,6 @@ from avatarsdk.testing import (
 )
 
 MakeSession = Callable[..., AvatarSession]
-
-FAST = ReconnectPolicy(initial_delay=0.0, max_delay=0.05, jitter=0.0, max_attempts=3)
 
 
 class Events:
@@ -67,7 +65,9 @@ def events() -> Events:
     return Events()
 
 
-def reconnecting(make_session: MakeSession, events: Events, policy: ReconnectPolicy = FAST, **kw: Any) -> AvatarSession:
+def reconnecting(
+    make_session: MakeSession, events: Events, policy: ReconnectPolicy = FAST_RECONNECT, **kw: Any
+) -> AvatarSession:
     return started(make_session, reconnect=policy, on_reconnect=events, **kw)
 
 
@@ -108,12 +108,8 @@ def test_a_drop_reconnects_with_a_new_token_and_the_session_goes_on(
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [
-        (1011, AvatarSDKErrorCode.connectionClosed),
-        (1012, AvatarSDKErrorCode.connectionClosed),
-        (4002, AvatarSDKErrorCode.sessionDurationExceeded),
-        (4503, AvatarSDKErrorCode.upstreamError),
-    ],
+    [(code, error) for code, error, retryable in CLOSE_CODE_ERRORS if retryable]
+    + [(1012, AvatarSDKErrorCode.connectionClosed)],
 )
 def test_close_codes_worth_retrying_reconnect(
     service: FakeAvatarService,
@@ -132,13 +128,7 @@ def test_close_codes_worth_retrying_reconnect(
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [
-        (1000, None),
-        (4001, AvatarSDKErrorCode.creditsExhausted),
-        (4003, AvatarSDKErrorCode.concurrencyLimit),
-        (4010, AvatarSDKErrorCode.sessionTokenInvalid),
-        (1008, AvatarSDKErrorCode.connectionClosed),
-    ],
+    [(1000, None)] + [(code, error) for code, error, retryable in CLOSE_CODE_ERRORS if not retryable],
 )
 def test_other_ends_close_the_session_as_without_reconnect(
     service: FakeAvatarService,
@@ -279,7 +269,7 @@ def test_a_send_during_a_reconnect_waits_for_the_new_connection(
             waiting.set()
             hold.wait(10)
 
-    session = started(make_session, reconnect=FAST, on_reconnect=on_reconnect)
+    session = started(make_session, reconnect=FAST_RECONNECT, on_reconnect=on_reconnect)
     service.wait_for_connection(0).drop()
     assert waiting.wait(5)
     outcome: List[Any] = []
@@ -302,7 +292,7 @@ def test_a_send_during_a_reconnect_gives_up_after_send_timeout(
     def on_reconnect(event: ReconnectEvent) -> None:
         hold.wait(10)
 
-    session = started(make_session, reconnect=FAST, on_reconnect=on_reconnect, send_timeout=0.2)
+    session = started(make_session, reconnect=FAST_RECONNECT, on_reconnect=on_reconnect, send_timeout=0.2)
     try:
         service.wait_for_connection(0).drop()
         recorder.wait_error()
@@ -321,7 +311,7 @@ def test_the_session_gives_up_after_max_attempts(
     service: FakeAvatarService, make_session: MakeSession, recorder: Recorder, events: Events
 ) -> None:
     session = reconnecting(make_session, events)
-    for _ in range(FAST.max_attempts):
+    for _ in range(FAST_RECONNECT.max_attempts):
         service.reject_upgrade(503, "upstream down")
     service.wait_for_connection(0).drop()
     failed = events.wait(ReconnectState.failed)
@@ -395,7 +385,7 @@ def test_close_from_the_reconnect_hook(
     def on_reconnect(event: ReconnectEvent) -> None:
         sessions[0].close()
 
-    sessions.append(started(make_session, reconnect=FAST, on_reconnect=on_reconnect))
+    sessions.append(started(make_session, reconnect=FAST_RECONNECT, on_reconnect=on_reconnect))
     service.wait_for_connection(0).drop()
     recorder.wait_closed()
     assert recorder.closes == 1 and len(service.connections) == 1
@@ -513,7 +503,7 @@ def test_a_pooled_session_reconnects_for_its_borrower_and_is_replaced_when_retur
     service: FakeAvatarService, recorder: Recorder, events: Events
 ) -> None:
     credentials: Dict[str, Any] = dict(service.credentials())
-    with SessionPool(**credentials, reconnect=FAST, on_reconnect=events, on_error=recorder.on_error) as pool:
+    with SessionPool(**credentials, reconnect=FAST_RECONNECT, on_reconnect=events, on_error=recorder.on_error) as pool:
         with pool.session() as session:
             first = session.connection_id
             service.wait_for_connection(0).drop()

@@ -12,7 +12,7 @@ import wave
 from typing import Any, Callable, Dict, List
 
 import pytest
-from conftest import Recorder, pcm, started, unused_port
+from conftest import CLOSE_CODE_ERRORS, Recorder, pcm, started, unused_port
 
 from avatarsdk import (
     AgoraEgressConfig,
@@ -422,18 +422,7 @@ def test_runtime_server_error_reaches_on_error_and_the_session_goes_on(
     assert recorder.events == ["error:creditsExhausted", "frame", "frame", "frame"]  # 120 ms of audio
 
 
-@pytest.mark.parametrize(
-    ("close_code", "code", "retryable"),
-    [
-        (4001, AvatarSDKErrorCode.creditsExhausted, False),
-        (4002, AvatarSDKErrorCode.sessionDurationExceeded, True),
-        (4003, AvatarSDKErrorCode.concurrencyLimit, False),
-        (4010, AvatarSDKErrorCode.sessionTokenInvalid, False),
-        (4503, AvatarSDKErrorCode.upstreamError, True),
-        (1011, AvatarSDKErrorCode.connectionClosed, True),
-        (1008, AvatarSDKErrorCode.connectionClosed, False),
-    ],
-)
+@pytest.mark.parametrize(("close_code", "code", "retryable"), CLOSE_CODE_ERRORS)
 def test_server_close_after_frames(
     service: FakeAvatarService,
     make_session: MakeSession,

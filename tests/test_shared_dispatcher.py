@@ -13,11 +13,10 @@ import time
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from conftest import Recorder, in_forked_child, pcm, started
+from conftest import FAST_RECONNECT, Recorder, in_forked_child, pcm, started
 
 from avatarsdk import (
     AvatarSession,
-    ReconnectPolicy,
     SessionPool,
     SharedDispatcher,
     new_avatar_session,
@@ -25,7 +24,6 @@ from avatarsdk import (
 from avatarsdk.testing import FakeAvatarService
 
 MakeSession = Callable[..., AvatarSession]
-FAST = ReconnectPolicy(initial_delay=0.0, max_delay=0.05, jitter=0.0, max_attempts=3)
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -279,7 +277,7 @@ def test_a_reconnect_runs_off_the_shared_threads_and_frames_go_on(
         reconnects.append(event.state.value)
         seen.append(threading.current_thread().name)
 
-    session = started(make_session, reconnect=FAST, on_reconnect=on_reconnect, dispatcher=shared)
+    session = started(make_session, reconnect=FAST_RECONNECT, on_reconnect=on_reconnect, dispatcher=shared)
     assert len(session.collect(pcm(0.12))) == 3
     service.wait_for_connection(0).drop()
     recorder.wait_error()
