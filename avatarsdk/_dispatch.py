@@ -14,11 +14,12 @@ ready session without sleeping.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar, Union
+
+from ._fork import process_generation
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +375,7 @@ class SharedDispatcher:
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
+        self._process = process_generation()
         self._cond = threading.Condition(threading.Lock())
         self._ready: Deque[_SharedSlot[Any]] = deque()
         self._workers: List[threading.Thread] = []  # read without the lock by _SharedSlot.is_current
@@ -396,7 +397,7 @@ class SharedDispatcher:
         self.close()
 
     def _schedule(self, dispatcher: _SharedSlot[Any]) -> None:
-        if self._pid != os.getpid():  # a forked child: the parent's threads and lock state are not ours
+        if self._process != process_generation():  # a forked child: the parent's threads and lock state are not ours
             self._reset()
         with self._cond:
             self._ready.append(dispatcher)
@@ -429,7 +430,7 @@ class SharedDispatcher:
     def close(self, timeout: Optional[float] = None) -> None:
         """Stop the threads once nothing is waiting for them (at most ``timeout`` seconds each). Sessions
         still open may go on: their next frames start threads again."""
-        if self._pid != os.getpid():
+        if self._process != process_generation():
             self._reset()
             return
         with self._cond:

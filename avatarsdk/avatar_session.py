@@ -29,6 +29,7 @@ from ._dispatch import (
     new_dispatcher,
     safe_call,
 )
+from ._fork import process_generation
 from ._network import ClientCert, NetworkOptions, user_stacklevel, warn_insecure_transport
 from ._protocol import peek_animation
 from ._token import NO_RETRIES, RetryPolicy, request_session_token
@@ -87,23 +88,6 @@ DEFAULT_CHUNK_MS = 100
 MAX_TRACKED_REQUESTS = 256  # requests in flight remembered for a reconnect (oldest forgotten first)
 
 _session_numbers = itertools.count(1)
-
-# Fork detection: a session's socket and threads belong to the process that made them. After os.fork() the
-# child has a copy of the socket (shared with the parent's) and none of the threads.
-_forks = 0
-
-
-def _count_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_count_fork)
-
-
-def _process_generation() -> int:
-    return _forks
 
 
 class _State(enum.Enum):
@@ -275,7 +259,7 @@ class AvatarSession:
         )
         self._encoded_parts: Optional[List[bytes]] = [] if self._config.on_encoded_audio is not None else None
         self._ended_req_ids: Deque[str] = deque(maxlen=64)  # recent requests whose last frame was delivered
-        self._process = _process_generation()  # fork detection
+        self._process = process_generation()  # fork detection
         self._pid = os.getpid()
         self._on_close_called = False
         self._finisher: Optional[int] = None  # thread running on_close
@@ -646,7 +630,7 @@ class AvatarSession:
             self._pulls.pop(req_id, None)
             if interrupt:
                 self._in_flight.pop(req_id, None)
-            started = self._state is _State.STARTED and self._process == _process_generation()
+            started = self._state is _State.STARTED and self._process == process_generation()
         if not (interrupt and started) or self._v1:  # v1 has no interrupt
             return
         try:
@@ -733,7 +717,7 @@ class AvatarSession:
         the dispatcher finishes when the callback returns. A user's ``close()`` is never reported to
         ``on_error``.
         """
-        if self._process != _process_generation():
+        if self._process != process_generation():
             self._close_in_forked_child()
             return
         with self._lock:
@@ -838,7 +822,7 @@ class AvatarSession:
         raise ValueError(f"{op}(): call init() first")
 
     def _check_process(self, op: str) -> None:
-        if self._process != _process_generation():
+        if self._process != process_generation():
             raise RuntimeError(
                 f"{op}(): this session was created in process {self._pid}, before a fork; its connection and"
                 " threads belong to that process: create a new session in this one"

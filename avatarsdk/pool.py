@@ -79,6 +79,7 @@ from types import TracebackType
 from typing import Any, ContextManager, Deque, Dict, Generator, List, Optional, Set, Tuple, Type, Union, cast
 
 from ._dispatch import DEFAULT_MAX_QUEUED, SharedDispatcher, safe_call
+from ._fork import process_generation
 from ._network import ClientCert
 from ._validation import HttpTimeout, check_audio, check_int, check_timeout
 from .avatar_session import (
@@ -95,7 +96,6 @@ from .avatar_session import (
     DEFAULT_PING_TIMEOUT,
     DEFAULT_SEND_TIMEOUT,
     AvatarSession,
-    _process_generation,
 )
 from .errors import AvatarSDKError, AvatarSDKErrorCode
 from .reconnect import ReconnectPolicy
@@ -354,7 +354,7 @@ class SessionPool:
         self._closing = 0  # discarded sessions whose close() has not returned yet
         self._maintainer: Optional[threading.Thread] = None
         self._created = self._discarded = self._waits = self._timeouts = self._failed = 0
-        self._generation = _process_generation()
+        self._generation = process_generation()
 
     # ------------------------------------------------------------------------------------------ info
 
@@ -869,10 +869,10 @@ class SessionPool:
 
     def _check_fork(self) -> None:
         """In a child of the process that made the pool state: start over with a fresh one."""
-        if self._generation == _process_generation():
+        if self._generation == process_generation():
             return
         with _fork_lock:
-            if self._generation == _process_generation():
+            if self._generation == process_generation():
                 return
             # The parent's lock may have been held at the fork: do not touch it.
             inherited = [*self._idle, *self._lent, *self._starting]
