@@ -11,6 +11,8 @@ import logging
 
 from ._dispatch import SharedDispatcher
 from ._network import InsecureTransportWarning
+from ._options import SessionOptions
+from ._queue import Backlog
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
@@ -38,6 +40,7 @@ __all__ = [
     "AvatarSDKError",
     "AvatarSDKErrorCode",
     "AvatarSession",
+    "Backlog",
     "Frame",
     "FrameWriter",
     "InsecureTransportWarning",
@@ -53,6 +56,7 @@ __all__ = [
     "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",
+    "SessionOptions",
     "SessionPool",
     "SessionTokenError",
     "SharedDispatcher",

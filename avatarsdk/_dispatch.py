@@ -1,8 +1,5 @@
-"""The hand-off between the reader thread and user code: a bounded frame queue and the dispatcher.
-
-The reader appends received payloads; the dispatcher takes them in batches, in arrival order, and runs the
-handlers (which call user callbacks) outside every lock. A full queue blocks the reader, so a consumer slower
-than the stream pushes back on TCP instead of growing memory.
+"""The dispatchers: they take a session's received messages off its :class:`~avatarsdk._queue.FrameQueue` and
+run the session's handlers (which call user callbacks) in arrival order, outside every lock.
 
 A session's dispatcher is its own thread by default. With a :class:`SharedDispatcher`, the dispatchers of many
 sessions run on a few shared threads instead: a session is scheduled when its queue gets items, and a worker
@@ -17,123 +14,14 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar, Union
+from typing import Any, Callable, Deque, Generic, List, Optional, Tuple, TypeVar
 
 from ._fork import process_generation
+from ._queue import End, FrameQueue, TextFrame
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_QUEUED = 4096
 E = TypeVar("E")
-
-
-class TextFrame:
-    """A text WebSocket message (the protocol only uses binary ones); only its size is kept."""
-
-    __slots__ = ("size",)
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-
-class _End(Generic[E]):
-    __slots__ = ("value",)
-
-    def __init__(self, value: E) -> None:
-        self.value = value
-
-
-Item = Union[bytes, TextFrame, "_End[Any]"]
-
-
-class FrameQueue(Generic[E]):
-    """A bounded FIFO for one producer (the reader) and one consumer (the dispatcher).
-
-    ``put_many`` blocks while ``maxsize`` items are waiting, until the consumer takes them or ``release()``
-    is called; ``put_end`` never blocks and is the last item.
-
-    The consumer is a thread blocked in ``get_batch``, or (``notify`` given) a :class:`SharedDispatcher`'s
-    worker: ``notify`` is called when items arrive while the consumer is not yet told of any, and the worker
-    takes them with ``take`` and ``more``. A ``held`` queue calls ``notify`` only after a first ``more``.
-    """
-
-    def __init__(
-        self, maxsize: int = DEFAULT_MAX_QUEUED, *, notify: Optional[Callable[[], None]] = None, held: bool = False
-    ) -> None:
-        self._items: Deque[Any] = deque()
-        self._maxsize = maxsize
-        self._cond = threading.Condition(threading.Lock())
-        self._released = False
-        self._consumer_waiting = False
-        self._producer_waiting = False
-        self._notify = notify
-        self._signalled = held  # the shared consumer knows of the waiting items (or is held off)
-
-    def put_many(self, items: List[Any]) -> None:
-        """Append ``items`` in order; blocks first while the queue is full (it may then exceed ``maxsize``
-        by up to ``len(items)``: one block of the socket's bytes is queued at once)."""
-        with self._cond:
-            while len(self._items) >= self._maxsize and not self._released:
-                self._producer_waiting = True
-                self._cond.wait()
-            self._items.extend(items)
-            if self._consumer_waiting:
-                self._consumer_waiting = False
-                self._cond.notify_all()
-            notify = None if self._signalled else self._notify
-            self._signalled = True
-        if notify is not None:
-            notify()
-
-    def put_end(self, value: E) -> None:
-        with self._cond:
-            self._items.append(_End(value))
-            self._consumer_waiting = False
-            self._cond.notify_all()
-            notify = None if self._signalled else self._notify
-            self._signalled = True
-        if notify is not None:
-            notify()
-
-    def take(self) -> Deque[Any]:
-        """Every waiting item, oldest first (maybe none); never blocks. For a shared consumer."""
-        with self._cond:
-            return self._take_locked()
-
-    def _take_locked(self) -> Deque[Any]:
-        batch = self._items
-        self._items = deque()
-        if self._producer_waiting:
-            self._producer_waiting = False
-            self._cond.notify_all()
-        return batch
-
-    def more(self) -> bool:
-        """After ``take``: whether items came meanwhile (the consumer stays signalled and comes back for them);
-        if not, the next item calls ``notify`` again."""
-        with self._cond:
-            if self._items:
-                return True
-            self._signalled = False
-            return False
-
-    def release(self) -> None:
-        """Let a blocked ``put_many`` through, now and from now on (the session is closing)."""
-        with self._cond:
-            self._released = True
-            self._cond.notify_all()
-
-    def get_batch(self) -> Deque[Any]:
-        """Every waiting item, oldest first; blocks until there is at least one."""
-        with self._cond:
-            while not self._items:
-                self._consumer_waiting = True
-                self._cond.wait()
-            return self._take_locked()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
 
 
 def safe_call(label: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
@@ -159,29 +47,28 @@ class Dispatcher(Generic[E]):
     def __init__(
         self,
         *,
-        maxsize: int,
+        limits: Tuple[int, int],
         on_frame: Callable[[bytes], None],
         on_text: Callable[[TextFrame], None],
         on_end: Callable[[E], Optional[FrameQueue[E]]],
         name: str,
     ) -> None:
+        self._limits = limits  # (messages, bytes) each queue holds at most
         self._on_frame = on_frame
         self._on_text = on_text
         self._on_end = on_end
+        self._batch: Deque[Any] = deque()  # the batch being handled
         self._name = name
-        self.started = False
-        self.queue: FrameQueue[E] = self.new_queue(maxsize, first=True)
+        self.started = False  # a first item arrived (its queue told the dispatcher)
+        self.queue: FrameQueue[E] = self.new_queue(first=True)
 
     @property
     def name(self) -> str:
         return self._name
 
-    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
-        """A queue for this dispatcher: the first one, or the one ``on_end`` returns."""
-        raise NotImplementedError
-
-    def start(self) -> None:
-        """Called by the reader with each item it queues (the first call may start a thread)."""
+    def new_queue(self, *, first: bool = False) -> FrameQueue[E]:
+        """A queue for this dispatcher: the first one, or the one ``on_end`` returns (a reconnected session's).
+        The queue tells the dispatcher of its items: the reader only fills it."""
         raise NotImplementedError
 
     def join(self, timeout: Optional[float]) -> None:
@@ -195,14 +82,15 @@ class Dispatcher(Generic[E]):
         """Whether ``close()`` on the calling thread must not wait for this dispatcher (a callback is calling)."""
         raise NotImplementedError
 
-    def _handle(self, batch: Deque[Any]) -> Optional[_End[E]]:
+    def _handle(self, batch: Deque[Any]) -> Optional[End[E]]:
         """Run the handlers for ``batch``, in order; return its end, if it holds one (always its last item)."""
+        self._batch = batch
         on_frame = self._on_frame
         for item in batch:
             try:
                 if type(item) is bytes:
                     on_frame(item)
-                elif isinstance(item, _End):
+                elif isinstance(item, End):
                     return item
                 else:
                     self._on_text(item)
@@ -210,7 +98,15 @@ class Dispatcher(Generic[E]):
                 logger.exception("internal error while dispatching; continuing")
         return None
 
-    def _end(self, end: _End[E]) -> Optional[FrameQueue[E]]:
+    def peek_end(self, timeout: float) -> Optional[E]:
+        """For a handler: the end of the stream, if it is already received (later in the batch being handled, or
+        queued) or arrives within ``timeout`` seconds; ``None`` otherwise. Nothing is taken."""
+        batch = self._batch
+        if batch and isinstance(batch[-1], End):  # an end is always the last item of its batch
+            return batch[-1].value  # type: ignore[no-any-return]
+        return self.queue.wait_end(timeout)
+
+    def _end(self, end: End[E]) -> Optional[FrameQueue[E]]:
         """``on_end``: the queue to go on with, or ``None`` when the dispatcher is done."""
         try:
             return self._on_end(end.value)
@@ -222,32 +118,32 @@ class Dispatcher(Generic[E]):
 def new_dispatcher(
     shared: Optional[SharedDispatcher],
     *,
-    maxsize: int,
+    limits: Tuple[int, int],
     on_frame: Callable[[bytes], None],
     on_text: Callable[[TextFrame], None],
     on_end: Callable[[E], Optional[FrameQueue[E]]],
     name: str,
 ) -> Dispatcher[E]:
     """A session's dispatcher: on ``shared``'s threads, or (``None``) on a thread of its own."""
+    handlers = {"on_frame": on_frame, "on_text": on_text, "on_end": on_end, "name": name}
     if shared is None:
-        return _ThreadDispatcher(maxsize=maxsize, on_frame=on_frame, on_text=on_text, on_end=on_end, name=name)
-    return _SharedSlot(shared, maxsize=maxsize, on_frame=on_frame, on_text=on_text, on_end=on_end, name=name)
+        return _ThreadDispatcher(limits=limits, **handlers)
+    return _SharedSlot(shared, limits=limits, **handlers)
 
 
 class _ThreadDispatcher(Dispatcher[E]):
     """The session's own thread, started with the first item, blocked in ``get_batch`` between items."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self._thread: Optional[threading.Thread] = None  # created with the first start()
+        self._thread: Optional[threading.Thread] = None  # created when the first item arrives
         self._start_lock = threading.Lock()
         super().__init__(**kwargs)
 
-    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
-        return FrameQueue(maxsize)
+    def new_queue(self, *, first: bool = False) -> FrameQueue[E]:
+        return FrameQueue(*self._limits, notify=self._start)
 
-    def start(self) -> None:
-        if self.started:
-            return
+    def _start(self) -> None:
+        """The queue's first item: start the thread (an idle session has only its reader thread)."""
         with self._start_lock:
             if not self.started:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -287,11 +183,8 @@ class _SharedSlot(Dispatcher[E]):
         self._done = threading.Event()  # on_end returned None
         super().__init__(**kwargs)
 
-    def new_queue(self, maxsize: int, *, first: bool = False) -> FrameQueue[E]:
-        return FrameQueue(maxsize, notify=self._schedule, held=not first)
-
-    def start(self) -> None:
-        self.started = True
+    def new_queue(self, *, first: bool = False) -> FrameQueue[E]:
+        return FrameQueue(*self._limits, notify=self._schedule, held=not first)
 
     def join(self, timeout: Optional[float]) -> None:
         if not self.started:
@@ -312,6 +205,7 @@ class _SharedSlot(Dispatcher[E]):
         return self._running is current or current in self._shared._workers
 
     def _schedule(self) -> None:
+        self.started = True
         self._shared._schedule(self)
 
     def _drain(self) -> None:
@@ -328,7 +222,7 @@ class _SharedSlot(Dispatcher[E]):
         elif queue.more():
             self._schedule()  # behind the sessions already waiting
 
-    def _finish(self, end: _End[E]) -> None:
+    def _finish(self, end: End[E]) -> None:
         self._running = threading.current_thread()
         try:
             following = self._end(end)

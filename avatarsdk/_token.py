@@ -6,15 +6,14 @@ import contextlib
 import email.utils
 import json
 import logging
-import random
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
 
+from ._backoff import NO_RETRIES, Backoff
 from ._http_errors import RAW_BODY_LIMIT, error_details, http_rejection, int_or_none, json_or_none, redact
 from ._protocol import session_token_url
 from .errors import PHASE_SESSION_TOKEN, AvatarSDKErrorCode, SessionTokenError, classify
@@ -24,37 +23,18 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20  # a token response is tiny; anything past 1 MiB is not one
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How the token call is retried: connection failures, 5xx and 429 only (never another 4xx), with capped,
-    fully jittered exponential backoff (``base * 2**n``, at most ``cap``), ``Retry-After`` honoured, and at
-    most ``retries`` retries within ``deadline`` seconds of the first attempt."""
-
-    retries: int = 2
-    deadline: Optional[float] = 30.0
-    base: float = 0.5
-    cap: float = 8.0
-
-    def delay(self, attempt: int, retry_after: Optional[float]) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        backoff = random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))  # noqa: S311 - jitter
-        return max(backoff, retry_after or 0.0)
-
-
-NO_RETRIES = RetryPolicy(retries=0)
-
-
 def request_session_token(
     console_endpoint_url: str,
     *,
     api_key: str,
     expire_at: datetime,
     timeout: Optional[Tuple[Optional[float], Optional[float]]],
-    retry: RetryPolicy = NO_RETRIES,
+    retry: Backoff = NO_RETRIES,
     http: Optional[requests.Session] = None,
     request_options: Optional[Dict[str, Any]] = None,
 ) -> str:
-    """Ask the console for a session token valid until ``expire_at``, retrying as ``retry`` says.
+    """Ask the console for a session token valid until ``expire_at``, retrying as ``retry`` says: connection
+    failures, 5xx and 429 only (never another 4xx), ``Retry-After`` honoured.
 
     Raises:
         SessionTokenError: the call failed (network, HTTP status, error document or unusable body); after
@@ -75,20 +55,20 @@ def request_session_token(
         if isinstance(outcome, str):
             return outcome
         err, retry_after = outcome
-        if not _worth_retrying(err) or attempt > retry.retries:
-            raise _after(err, attempt, "")
-        delay = retry.delay(attempt, retry_after)
-        if retry.deadline is not None and time.monotonic() - started + delay > retry.deadline:
-            raise _after(err, attempt, "; the next would pass the retry deadline")
+        if not _worth_retrying(err) or (retry.retries is not None and attempt > retry.retries):
+            raise _after(err, attempt, "") from err.__cause__
+        delay = retry.next_delay(attempt, time.monotonic() - started, retry_after)
+        if delay is None:
+            raise _after(err, attempt, "; the next would pass the retry deadline") from err.__cause__
         logger.debug("token call failed (%s); retry %d in %.2fs", err.code.value, attempt, delay)
         time.sleep(delay)
 
 
 def _after(err: SessionTokenError, attempts: int, why: str) -> SessionTokenError:
-    if attempts > 1 or why:
-        err.message = f"{err.message} (after {attempts} attempt{'s' if attempts > 1 else ''}{why})"
-        err.args = (err.message,)
-    return err
+    """The error to raise after ``attempts`` calls: ``err``, its message saying how many were made."""
+    if attempts == 1 and not why:
+        return err
+    return err._derive(f"{err.message} (after {attempts} attempt{'s' if attempts > 1 else ''}{why})")
 
 
 def _worth_retrying(err: SessionTokenError) -> bool:

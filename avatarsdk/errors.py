@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Dict, FrozenSet, Optional, Tuple, Type
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, TypeVar
 
 __all__ = [
     "CLASSIFICATION_RULES",
@@ -59,6 +59,9 @@ PHASE_WEBSOCKET_CONNECT = "websocket_connect"
 PHASE_WEBSOCKET_HANDSHAKE = "websocket_handshake"
 PHASE_WEBSOCKET_SEND = "websocket_send"
 PHASE_WEBSOCKET_RUNTIME = "websocket_runtime"
+
+
+_E = TypeVar("_E", bound="AvatarSDKError")
 
 
 class AvatarSDKError(Exception):
@@ -126,7 +129,7 @@ class AvatarSDKError(Exception):
         fields.append(f"message={self.message!r}")
         return f"{type(self).__name__}({', '.join(fields)})"
 
-    def _derive(self, message: str, **changes: Any) -> AvatarSDKError:
+    def _derive(self: _E, message: str, **changes: Any) -> _E:
         """A new error of the same kind and context (code, server and close details, ...) with ``message`` and
         the attributes in ``changes`` replaced: what a request or a later call raises for this fault."""
         state = {**self.__dict__, "message": message}
@@ -142,7 +145,7 @@ class AvatarSDKError(Exception):
         return (_rebuild, (type(self), self.__dict__.copy()))
 
 
-def _rebuild(cls: Type[AvatarSDKError], state: Dict[str, Any]) -> AvatarSDKError:
+def _rebuild(cls: Type[_E], state: Dict[str, Any]) -> _E:
     obj = cls.__new__(cls)
     Exception.__init__(obj, state.get("message", ""))
     obj.__dict__.update(state)

@@ -76,29 +76,19 @@ import weakref
 from collections import deque
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, ContextManager, Deque, Dict, Generator, List, Optional, Set, Tuple, Type, Union, cast
+from typing import TYPE_CHECKING, ContextManager, Deque, Generator, List, Optional, Set, Tuple, Type, Union, cast
 
-from ._dispatch import DEFAULT_MAX_QUEUED, SharedDispatcher, safe_call
+from ._backoff import Backoff
+from ._config_checks import check_audio, check_config, copy_config
+from ._dispatch import safe_call
 from ._fork import process_generation
-from ._network import ClientCert
-from ._validation import HttpTimeout, check_audio, check_int, check_timeout
-from .avatar_session import (
-    DEFAULT_CHUNK_MS,
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FRAME_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_HTTP_RETRIES,
-    DEFAULT_HTTP_RETRY_DEADLINE,
-    DEFAULT_HTTP_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_PING_INTERVAL,
-    DEFAULT_PING_TIMEOUT,
-    DEFAULT_SEND_TIMEOUT,
-    AvatarSession,
-)
+from ._ingress import ingress_for
+from ._network import warn_insecure_transport
+from ._options import Options, SessionOptions
+from ._sender import AudioOut
+from ._validation import check_int, check_timeout
+from .avatar_session import DEFAULT_CHUNK_MS, DEFAULT_FRAME_TIMEOUT, AvatarSession
 from .errors import AvatarSDKError, AvatarSDKErrorCode
-from .reconnect import ReconnectPolicy
 from .request import Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -113,6 +103,9 @@ from .session_config import (
     TransportFramesCallback,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["PoolStats", "PoolTimeoutError", "SessionPool"]
 
 logger = logging.getLogger(__name__)
@@ -123,7 +116,8 @@ DEFAULT_REFRESH_MARGIN = 300.0
 DEFAULT_BORROW_TIMEOUT = 30.0
 DEFAULT_CLOSE_WAIT = 10.0
 MAX_TOKEN_LIFETIME = 86400.0
-_BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 30.0  # seconds the maintenance thread pauses after a failed start
+# The maintenance thread's pause after failed starts: 1 s, doubling to at most 30 s, without limit.
+_START_BACKOFF = Backoff(initial=1.0, cap=30.0, multiplier=2.0, jitter=0.0)
 _EXIT_WAIT = 5.0  # seconds the exit hook waits for lent sessions before closing them
 
 _pool_numbers = itertools.count(1)
@@ -213,13 +207,10 @@ class SessionPool:
         on_error: Receives every session's errors, and the errors of starts made by the maintenance thread.
         on_playback_state, on_encoded_audio, on_reconnect: Every session's, as for
             :func:`~avatarsdk.new_avatar_session`.
-        http_timeout, connect_timeout, handshake_timeout, send_timeout, close_timeout, max_queued_frames,
-            max_message_size, ping_interval, ping_timeout, http_retries, http_retry_deadline, verify_tls,
-            ca_bundle, client_cert, proxy, reconnect: Every session's limits, network settings and reconnect
-            policy, as for :class:`~avatarsdk.AvatarSession` (a lent session that reconnects goes on serving
-            its borrower; like any session that reported an error, it is replaced when returned).
-        dispatcher: A :class:`~avatarsdk.SharedDispatcher` to run every session's callbacks on its threads
-            (``None``: each session's own thread). The pool does not close it.
+        options: Every session's options (:class:`~avatarsdk.SessionOptions`: timeouts, limits, network
+            settings, reconnect policy, dispatcher), as for :class:`~avatarsdk.AvatarSession`. A lent session
+            that reconnects goes on serving its borrower; like any session that reported an error, it is
+            replaced when returned. The pool does not close a ``dispatcher`` it is given.
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it); nothing has been sent.
@@ -250,23 +241,7 @@ class SessionPool:
         on_playback_state: Optional[PlaybackStateCallback] = None,
         on_encoded_audio: Optional[EncodedAudioCallback] = None,
         on_reconnect: Optional[ReconnectCallback] = None,
-        http_timeout: HttpTimeout = DEFAULT_HTTP_TIMEOUT,
-        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
-        send_timeout: Optional[float] = DEFAULT_SEND_TIMEOUT,
-        close_timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT,
-        max_queued_frames: int = DEFAULT_MAX_QUEUED,
-        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
-        ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
-        ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
-        http_retries: int = DEFAULT_HTTP_RETRIES,
-        http_retry_deadline: Optional[float] = DEFAULT_HTTP_RETRY_DEADLINE,
-        verify_tls: bool = True,
-        ca_bundle: Optional[str] = None,
-        client_cert: Optional[ClientCert] = None,
-        proxy: Optional[str] = None,
-        reconnect: Union[bool, ReconnectPolicy, None] = None,
-        dispatcher: Optional[SharedDispatcher] = None,
+        **options: Unpack[SessionOptions],
     ) -> None:
         if check_int("max_size", max_size) < 1:
             raise ValueError(f"max_size: expected at least 1, got {max_size!r}")
@@ -282,59 +257,40 @@ class SessionPool:
                 f" got {refresh_margin!r}"
             )
         self._borrow_timeout = check_timeout("borrow_timeout", borrow_timeout)
-        # Every session's keyword options (checked by the probe session below).
-        self._session_options: Dict[str, Any] = dict(
-            http_timeout=http_timeout,
-            connect_timeout=connect_timeout,
-            handshake_timeout=handshake_timeout,
-            send_timeout=send_timeout,
-            close_timeout=close_timeout,
-            max_queued_frames=max_queued_frames,
-            max_message_size=max_message_size,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            http_retries=http_retries,
-            http_retry_deadline=http_retry_deadline,
-            verify_tls=verify_tls,
-            ca_bundle=ca_bundle,
-            client_cert=client_cert,
-            proxy=proxy,
-            reconnect=reconnect,
-            dispatcher=dispatcher,
+        self._options = Options.checked(options)
+        # The sessions' configuration, checked once (no I/O); its copy is the template of every session (later
+        # changes to the caller's objects do not reach it).
+        template = SessionConfig(
+            avatar_id=avatar_id,
+            api_key=api_key,
+            app_id=app_id,
+            use_query_auth=use_query_auth,
+            expire_at=datetime.now(timezone.utc) + timedelta(seconds=lifetime),
+            sample_rate=sample_rate,
+            bitrate=bitrate,
+            audio_format=audio_format,  # type: ignore[arg-type]  # coerced by SessionConfig
+            transport_frames=transport_frames,
+            on_error=on_error,
+            console_endpoint_url=console_endpoint_url,
+            ingress_endpoint_url=ingress_endpoint_url,
+            livekit_egress=livekit_egress,
+            agora_egress=agora_egress,
+            on_playback_state=on_playback_state,
+            ogg_opus_encoder=ogg_opus_encoder,
+            on_encoded_audio=on_encoded_audio,
+            on_reconnect=on_reconnect,
         )
-        # The sessions' own checks, on a session that is never started (no I/O); its copy of the
-        # configuration is the template of every session (later changes to the caller's objects do not
-        # reach it).
-        probe = self._make_session(
-            warn=True,
-            config=SessionConfig(
-                avatar_id=avatar_id,
-                api_key=api_key,
-                app_id=app_id,
-                use_query_auth=use_query_auth,
-                expire_at=datetime.now(timezone.utc) + timedelta(seconds=lifetime),
-                sample_rate=sample_rate,
-                bitrate=bitrate,
-                audio_format=audio_format,  # type: ignore[arg-type]  # coerced by SessionConfig
-                transport_frames=transport_frames,
-                on_error=on_error,
-                console_endpoint_url=console_endpoint_url,
-                ingress_endpoint_url=ingress_endpoint_url,
-                livekit_egress=livekit_egress,
-                agora_egress=agora_egress,
-                on_playback_state=on_playback_state,
-                ogg_opus_encoder=ogg_opus_encoder,
-                on_encoded_audio=on_encoded_audio,
-                on_reconnect=on_reconnect,
-            ),
-        )
-        self._template = probe.config
+        self._template = copy_config(check_config(template))
+        ingress_for(self._template)  # v1's limits (and its deprecation, said once, here)
+        AudioOut(self._template)  # the Ogg Opus encoder needs PyAV: fail here, before I/O
+        warn_insecure_transport(console_endpoint_url, ingress_endpoint_url, use_query_auth=use_query_auth)
         self._on_error = on_error
         self._max_size = max_size
         self._min_idle = min_idle
         self._token_lifetime = lifetime
         self._refresh_margin = margin
-        self._exit_wait = _EXIT_WAIT if close_timeout is None else min(float(close_timeout), _EXIT_WAIT)
+        close_timeout = self._options.close_timeout
+        self._exit_wait = _EXIT_WAIT if close_timeout is None else min(close_timeout, _EXIT_WAIT)
         self._number = next(_pool_numbers)
         self._closed = False
         self._reset_state()
@@ -606,12 +562,9 @@ class SessionPool:
             on_error=functools.partial(self._session_error, entry),
             on_close=functools.partial(self._session_ended, entry),
         )
-        entry.session = self._make_session(config)
+        # Warnings about the configuration and options came once, from the pool's construction.
+        entry.session = AvatarSession._create(config, self._options)
         return entry
-
-    def _make_session(self, config: SessionConfig, warn: bool = False) -> AvatarSession:
-        # Insecure-transport warnings come once, from the pool's construction (the probe), not per session.
-        return AvatarSession(config, _warn_insecure=warn, **self._session_options)
 
     def _start(self, entry: _Entry, *, lend: bool) -> None:
         """Start ``entry`` (outside the lock), then lend it or put it in the idle set."""
@@ -745,7 +698,7 @@ class SessionPool:
         """Replace idle sessions due for a new token; keep ``min_idle`` idle. Sleeps on the condition until
         the next refresh time, the end of a back-off, or a change."""
         generation = self._generation
-        backoff, retry_at = 0.0, 0.0
+        failures, retry_at = 0, 0.0
         while True:
             stale: List[Tuple[_Entry, str]] = []
             warm: Optional[_Entry] = None
@@ -779,7 +732,8 @@ class SessionPool:
             except Exception as exc:  # noqa: BLE001  # the thread outlives any failed start: logged, retried later
                 if self.closed:  # (the property: the attribute is narrowed above, but close() may have run)
                     return
-                backoff = min(max(backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
+                failures += 1
+                backoff = _START_BACKOFF.delay(failures)
                 retry_at = time.monotonic() + backoff
                 logger.warning(
                     "pool #%d: starting a warm session failed (%s); next try in %gs", self._number, exc, backoff
@@ -789,8 +743,8 @@ class SessionPool:
                 continue
             if warm.refresh_at <= time.monotonic():
                 # Sessions are due for a new token as soon as they start: do not replace them in a loop.
-                backoff = min(max(backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
-                retry_at = time.monotonic() + backoff
+                failures += 1
+                retry_at = time.monotonic() + _START_BACKOFF.delay(failures)
                 logger.warning(
                     "pool #%d: a new session is already due for refresh (token_lifetime %gs, refresh_margin %gs)",
                     self._number,
@@ -798,7 +752,7 @@ class SessionPool:
                     self._refresh_margin,
                 )
             else:
-                backoff = 0.0
+                failures = 0
 
     # ------------------------------------------------------------------------------------ lifecycle
 

@@ -11,11 +11,11 @@ ends (a normal close, 4001, 4003, 4010, a protocol error) end the session as wit
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional, Tuple, Union
 
+from ._backoff import Backoff
 from ._validation import check_timeout
 from .errors import AvatarSDKError
 
@@ -65,10 +65,21 @@ class ReconnectPolicy:
             raise ValueError(f"jitter: expected a fraction from 0 to 1, got {self.jitter!r}")
         check_timeout("deadline", self.deadline)
 
+    @property
+    def backoff(self) -> Backoff:
+        """The policy as the SDK's :class:`~avatarsdk._backoff.Backoff` (attempt ``n`` is its retry ``n``)."""
+        return Backoff(
+            initial=self.initial_delay,
+            cap=self.max_delay,
+            multiplier=self.multiplier,
+            jitter=self.jitter,
+            retries=self.max_attempts,
+            deadline=self.deadline,
+        )
+
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt number ``attempt`` (1-based)."""
-        base = min(float(self.max_delay), self.initial_delay * self.multiplier ** (attempt - 1))
-        return base * (1.0 - self.jitter * random.random())  # noqa: S311 - jitter, not cryptography
+        return self.backoff.delay(attempt)
 
 
 def reconnect_policy(value: Union[bool, ReconnectPolicy, None]) -> Optional[ReconnectPolicy]:

@@ -26,15 +26,25 @@ import threading
 import time
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Deque, Generator, List, NamedTuple, Optional, Type, Union
+from typing import Callable, Deque, Generator, List, NamedTuple, Optional, Protocol, Type, Union
 
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError
 from .playback import PlaybackState
 
-if TYPE_CHECKING:
-    from .avatar_session import AvatarSession
-
 __all__ = ["AvatarRequest", "Frame"]
+
+
+class RequestChannel(Protocol):
+    """What a pull request needs of its session (the session gives it one; the request knows nothing else)."""
+
+    @property
+    def connection_id(self) -> Optional[str]: ...
+
+    def send(self, req_id: str, audio: Union[bytes, bytearray, memoryview], end: bool) -> None:
+        """Send one chunk of request ``req_id``'s audio."""
+
+    def release(self, req_id: str, *, abandoned: bool) -> None:
+        """The request is done (``abandoned``: before its last frame; the service is then told to stop it)."""
 
 
 class Frame(NamedTuple):
@@ -46,6 +56,79 @@ class Frame(NamedTuple):
     """``True`` on the request's last frame."""
     req_id: str
     """The request it belongs to."""
+
+
+class RequestInbox:
+    """Where one request's frames and playback states wait: filled on the session's dispatcher (:meth:`push`,
+    :meth:`event`, :meth:`fail`), read by the request's iterator. The session routes to it by ``req_id``."""
+
+    def __init__(self, req_id: str) -> None:
+        self.req_id = req_id
+        self._cond = threading.Condition(threading.Lock())
+        self._items: Deque[Union[Frame, PlaybackState]] = deque()  # frames, and playback states between them
+        self._error: Optional[AvatarSDKError] = None
+        self.finished = False  # the last frame arrived
+        self.closed = False  # abandoned or done: no more frames are kept
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, data: bytes, last: bool) -> None:
+        """A frame of this request arrived."""
+        with self._cond:
+            if self.closed or self.finished:
+                return  # abandoned, or a repeated end (egress mode can send two)
+            self._items.append(Frame(data, last, self.req_id))
+            self.finished = last
+            self._cond.notify()
+
+    def event(self, state: PlaybackState) -> None:
+        """A playback state of this request arrived."""
+        with self._cond:
+            if self.closed or self.finished:
+                return
+            self._items.append(state)
+            self._cond.notify()
+
+    def fail(self, error: AvatarSDKError) -> None:
+        """The request failed, or the session ended before its last frame."""
+        with self._cond:
+            if self.closed or self.finished or self._error is not None:
+                return
+            self._error = error
+            self._cond.notify()
+
+    def take(self, until: Optional[float], timeout: Callable[[], AvatarSDKError]) -> Union[Frame, PlaybackState]:
+        """The next item, waiting until ``until`` (``time.monotonic()``; ``None``: no limit), then raising
+        what ``timeout`` makes; raises the request's error once its items are taken."""
+        with self._cond:
+            while not self._items:
+                if self._error is not None:
+                    raise self._error
+                if self.closed:
+                    raise ValueError(f"request {self.req_id} is closed")
+                if self.finished:
+                    raise ValueError(f"request {self.req_id} has no more frames")
+                if until is None:
+                    self._cond.wait()
+                    continue
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    raise timeout()
+                self._cond.wait(remaining)
+            return self._items.popleft()
+
+    def close(self) -> Optional[bool]:
+        """Keep nothing more; return whether the request was abandoned before its last frame (and without an
+        error), or ``None`` if it was already closed."""
+        with self._cond:
+            if self.closed:
+                return None
+            self.closed = True
+            abandoned = not self.finished and self._error is None
+            self._items.clear()
+            self._cond.notify_all()
+        return abandoned
 
 
 class AvatarRequest:
@@ -61,25 +144,22 @@ class AvatarRequest:
 
     def __init__(
         self,
-        session: AvatarSession,
-        req_id: str,
+        channel: RequestChannel,
+        inbox: RequestInbox,
         *,
         frame_timeout: Optional[float],
         deadline: Optional[float],
     ) -> None:
-        self.req_id = req_id
-        self._session = session
+        self.req_id = inbox.req_id
+        self._channel = channel
+        self._inbox = inbox
         self._frame_timeout = frame_timeout
         self._deadline = None if deadline is None else time.monotonic() + deadline
-        self._cond = threading.Condition(threading.Lock())
-        self._frames: Deque[Union[Frame, PlaybackState]] = deque()  # frames, and playback states between them
-        self._error: Optional[AvatarSDKError] = None
-        self._finished = False  # the last frame arrived
-        self._closed = False  # abandoned or done: no more frames are kept
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("finished" if self._finished else "open")
-        return f"<AvatarRequest {self.req_id} {state}, {len(self._frames)} frames buffered>"
+        inbox = self._inbox
+        state = "closed" if inbox.closed else ("finished" if inbox.finished else "open")
+        return f"<AvatarRequest {self.req_id} {state}, {len(inbox)} frames buffered>"
 
     # ---------------------------------------------------------------------------------- sending
 
@@ -90,9 +170,9 @@ class AvatarRequest:
             ValueError: the request's last chunk was already sent, it was interrupted, or it is closed.
             TypeError, ValueError, AvatarSDKError: as :meth:`AvatarSession.send_audio`.
         """
-        if self._closed:
+        if self._inbox.closed:
             raise ValueError(f"send(): request {self.req_id} is closed")
-        self._session._send_for_request(self.req_id, audio, end)
+        self._channel.send(self.req_id, audio, end)
 
     # ---------------------------------------------------------------------------------- frames
 
@@ -118,7 +198,7 @@ class AvatarRequest:
         """
         try:
             while True:
-                event = self._next()
+                event = self._inbox.take(self._wait_until(), self._timeout)
                 yield event
                 if type(event) is Frame and event.last:
                     return
@@ -128,25 +208,6 @@ class AvatarRequest:
     def collect(self) -> List[Frame]:
         """Every frame of the request, once the last one has arrived."""
         return list(self.frames())
-
-    def _next(self) -> Union[Frame, PlaybackState]:
-        until = self._wait_until()
-        with self._cond:
-            while not self._frames:
-                if self._error is not None:
-                    raise self._error
-                if self._closed:
-                    raise ValueError(f"request {self.req_id} is closed")
-                if self._finished:
-                    raise ValueError(f"request {self.req_id} has no more frames")
-                if until is None:
-                    self._cond.wait()
-                    continue
-                remaining = until - time.monotonic()
-                if remaining <= 0:
-                    raise self._timeout()
-                self._cond.wait(remaining)
-            return self._frames.popleft()
 
     def _wait_until(self) -> Optional[float]:
         """When waiting for the next frame must stop (``time.monotonic()``; ``None``: never)."""
@@ -167,7 +228,7 @@ class AvatarRequest:
             f"request {self.req_id}: {what}",
             phase=PHASE_WEBSOCKET_RUNTIME,
             req_id=self.req_id,
-            connection_id=self._session.connection_id,
+            connection_id=self._channel.connection_id,
             retryable=True,
         )
 
@@ -176,19 +237,14 @@ class AvatarRequest:
     @property
     def finished(self) -> bool:
         """``True`` once the last frame has arrived."""
-        return self._finished
+        return self._inbox.finished
 
     def close(self) -> None:
         """Stop following the request: drop buffered frames; if its last frame has not arrived (and the
         service reported no error for it), tell the service to stop it (``interrupt``). Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            unfinished = not self._finished and self._error is None
-            self._frames.clear()
-            self._cond.notify_all()
-        self._session._release_request(self.req_id, interrupt=unfinished)
+        abandoned = self._inbox.close()
+        if abandoned is not None:
+            self._channel.release(self.req_id, abandoned=abandoned)
 
     def __enter__(self) -> AvatarRequest:
         return self
@@ -200,27 +256,3 @@ class AvatarRequest:
         tb: Optional[TracebackType],
     ) -> None:
         self.close()
-
-    # ---------------------------------------------------------- called on the dispatcher thread
-
-    def _push(self, data: bytes, last: bool) -> None:
-        with self._cond:
-            if self._closed or self._finished:
-                return  # abandoned, or a repeated end (egress mode can send two)
-            self._frames.append(Frame(data, last, self.req_id))
-            self._finished = last
-            self._cond.notify()
-
-    def _event(self, state: PlaybackState) -> None:
-        with self._cond:
-            if self._closed or self._finished:
-                return
-            self._frames.append(state)
-            self._cond.notify()
-
-    def _fail(self, error: AvatarSDKError) -> None:
-        with self._cond:
-            if self._closed or self._finished or self._error is not None:
-                return
-            self._error = error
-            self._cond.notify()

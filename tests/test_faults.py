@@ -375,8 +375,8 @@ def close_with(code: int, *, reason: Optional[str] = None, preceded: bool = Fals
         message = phrase(run.rng, 200)
         between = run.rng.randint(0, min(3, run.n - run.k)) if preceded else 0  # frames between error and close
         run.way = f"reason={text!r}" + (f", {between} frames after the error" if preceded else "")
-        if preceded:
-            run.expect.update(server_detail=message or None, close_reason=None, req_id=None)
+        if preceded:  # one error for the pair: the server's texts, the close's code and reason
+            run.expect.update(server_detail=message or None, close_reason=text or None, req_id=None)
         else:
             run.expect.update(close_reason=text or None)
         prefix = run.before()
@@ -641,9 +641,7 @@ def slow_callback_options(run: Run) -> Dict[str, Any]:
 
     def frames(frame: bytes, last: bool) -> None:
         index = len(run.recorder.frames)
-        queue = run.session._queue
-        if queue is not None:
-            run.notes["peak"] = max(run.notes["peak"], len(queue))
+        run.notes["peak"] = max(run.notes["peak"], run.session.backlog.messages)
         if way == "blocked" and index == block_at:
             run.notes["released"] = release.wait(WAIT)
         elif way == "sleepy":
@@ -716,6 +714,7 @@ FAULTS: List[Fault] = [
             expected,
             retryable=retryable,
             server_code=str(code),
+            close_code=code,
             echo=code,
             pacings=WIRE_PACINGS,
             how=f"ServerError {code}, 0-3 frames, close frame {code}: reported once",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -11,11 +12,18 @@ from typing import Callable, List
 import pytest
 from conftest import Recorder, pcm, started
 
-from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, Frame, RequestTimeoutError
+from avatarsdk import AvatarRequest, AvatarSDKError, AvatarSDKErrorCode, AvatarSession, Frame, RequestTimeoutError
 from avatarsdk._proto import ingress_v2_pb2 as pb
+from avatarsdk.request import RequestInbox
 from avatarsdk.testing import FakeAvatarService, FakeConnection, FakeRequest
 
 MakeSession = Callable[..., AvatarSession]
+
+
+def kept(req_id: str) -> List[object]:
+    """What is still alive of request ``req_id``: its AvatarRequest and the inbox its frames were routed to."""
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, (AvatarRequest, RequestInbox)) and o.req_id == req_id]
 
 
 def interrupts(conn: FakeConnection) -> List[str]:
@@ -32,7 +40,7 @@ def test_stream_yields_the_requests_frames_exactly(service: FakeAvatarService, m
     assert [f.last for f in frames] == [False] * 9 + [True]
     request = conn.wait_for_request(req_id)
     assert bytes(request.audio) == pcm(0.4) and request.chunks == 4  # 100 ms chunks
-    assert session._pulls == {}  # done: nothing kept
+    assert kept(req_id) == []  # done: nothing of the request is kept
 
 
 def test_collect_and_the_callback_both_see_the_frames(
@@ -212,7 +220,7 @@ def test_abandoning_the_iterator_releases_it_and_interrupts(make_session: MakeSe
         first = next(frames)
         next(frames)
         frames.close()  # what a WSGI server does when the client goes away
-        assert session._pulls == {}
+        assert kept(first.req_id) == []
         conn = svc.wait_for_connection(0)
         conn.wait_for(lambda: interrupts(conn) == [first.req_id])
         session.close()

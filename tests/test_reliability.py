@@ -63,7 +63,8 @@ def test_keepalive_off_leaves_a_silent_connection_open(
     with FaultProxy(service.ingress_url) as proxy:
         session = started(make_session, ingress_endpoint_url=proxy.url, ping_interval=None)
         proxy.blackhole()
-        assert not session._closed.wait(1.0)  # nothing ends it: no keepalive was asked for
+        with pytest.raises(AssertionError):  # nothing ends it: no keepalive was asked for
+            recorder.wait_closed(timeout=1.0)
         proxy.resume()
         session.close()
     assert recorder.errors == []
@@ -228,9 +229,11 @@ def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarSe
     def cycle(i: int) -> None:
         sessions: List[AvatarSession] = []
         from_callback = i % 7 == 0  # close from inside transport_frames
+        ended = threading.Event()
         session = new_avatar_session(
             **service.session_kwargs(ping_interval=None),
             transport_frames=(lambda frame, last: sessions[0].close()) if from_callback else None,
+            on_close=ended.set,
         )
         sessions.append(session)
         session.init()
@@ -239,7 +242,7 @@ def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarSe
             session.send_audio(pcm(0.02), end=True)
         if i % 5 == 0:
             service.connection().drop()  # close racing a server drop
-        if from_callback and not session._closed.wait(5):
+        if from_callback and not ended.wait(5):
             raise AssertionError("close() from the callback did not end the session")
         session.close()
 
@@ -309,13 +312,12 @@ def test_a_slow_consumer_holds_back_the_stream_without_losing_frames(
             session.start()
             session.send_audio(pcm(0.04), end=True)
             conn = svc.wait_for_connection(0)
-            queue = session._queue
-            assert queue is not None
             conn.wait_for(lambda: len(conn.sent) > 64)
             # The server cannot get everything out: the client's queue and the socket buffers are full.
             with pytest.raises(TimeoutError):
                 conn.wait_for(lambda: len(conn.sent) == count, timeout=1.0)
-            assert len(queue) <= 64 + 300  # bounded: at most one block of the socket's bytes beyond the limit
+            # bounded: at most one block of the socket's bytes beyond the limit
+            assert session.backlog.messages <= 64 + 300
         finally:
             release.set()
         conn.wait_for(lambda: len(conn.sent) == count, timeout=60)

@@ -13,8 +13,8 @@ import pytest
 from _wire import ws_frame
 
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode
+from avatarsdk._connection import Connection
 from avatarsdk._proto import ingress_v2_pb2 as pb
-from avatarsdk._transport import Connection
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TOKEN = "session-token-7f3a"

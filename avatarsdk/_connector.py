@@ -1,0 +1,94 @@
+"""How a session gets a connection: the token call, then the WebSocket and the handshake (for ``init()`` and
+``start()``, and for each reconnect)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Optional, Tuple
+
+import requests
+
+from ._backoff import NO_RETRIES, Backoff
+from ._config_checks import secrets_of
+from ._connection import Connection
+from ._core import Core
+from ._lifecycle import State
+from ._token import request_session_token
+from ._validation import check_expire_at
+from .errors import PHASE_SESSION_TOKEN, AvatarSDKError, AvatarSDKErrorCode
+
+logger = logging.getLogger(__name__)
+
+
+class Connector:
+    """Token calls (over one kept-alive HTTP connection pool per session) and connects, for one session."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._http: Optional[requests.Session] = None
+
+    def token(self, retry: Backoff) -> str:
+        """A session token from the console (``ValueError``: ``expire_at`` has passed)."""
+        config, options = self._core.config, self._core.options
+        expire_at: datetime = check_expire_at(config.expire_at)
+        if self._http is None:
+            self._http = requests.Session()
+        return request_session_token(
+            config.console_endpoint_url,
+            api_key=config.api_key,
+            expire_at=expire_at,
+            timeout=options.http_timeout,
+            retry=retry,
+            http=self._http,
+            request_options=options.network.requests_kwargs(),
+        )
+
+    def reconnect_token(self) -> str:
+        """A session token for a reconnect (the reconnect's own backoff stands in for the token call's retries)."""
+        try:
+            return self.token(NO_RETRIES)
+        except ValueError:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.sessionTokenExpired,
+                "cannot reconnect: the session's expire_at has passed",
+                phase=PHASE_SESSION_TOKEN,
+            ) from None
+
+    def connect(self, token: str, state: State) -> Tuple[Connection, str, Tuple[str, ...]]:
+        """Open a connection with ``token`` and complete the handshake (for ``start()`` and reconnects, while the
+        session is in ``state``); return it with its id and the server's capabilities. A ``close()`` meanwhile
+        shuts the connection down (the handshake then fails) or, before it is open, makes this raise
+        ``ValueError``."""
+        core = self._core
+        options = core.options
+        url, headers = core.ingress.target(token)
+        conn = Connection.open(
+            url,
+            headers,
+            connect_timeout=options.connect_timeout,
+            secrets=secrets_of(core.config, token),
+            max_message_size=options.max_message_size,
+            options=options.network.websocket_options(),
+            keepalive=options.keepalive,
+        )
+        with core.lock:
+            closing = core.state is not state
+            if not closing:
+                core.conn = conn  # close() meanwhile shuts it down, cutting the handshake short
+        if closing:
+            conn.close()
+            raise ValueError("the session was closed while connecting")
+        try:
+            connection_id, capabilities = core.ingress.handshake(conn, options.handshake_timeout)
+            conn.set_timeout(options.send_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, connection_id, capabilities
+
+    def close(self) -> None:
+        """Release the token calls' connection pool."""
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()

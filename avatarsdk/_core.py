@@ -1,0 +1,166 @@
+"""A session's shared state: its lifecycle, its current connection and that connection's threads, under one lock.
+
+The parts of a session (``_sender``: the send path; ``_receiver``: the dispatcher's handlers; ``_reconnector``:
+the end of a connection and reconnects; ``avatar_session``: the public calls, start and close) each hold the
+same :class:`Core` and change it only under :attr:`Core.lock`. No I/O and no user code run under that lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Callable, FrozenSet, Optional
+
+from ._connection import Connection, StreamEnd
+from ._dispatch import safe_call
+from ._faults import CLOSE_NORMAL, closed_error
+from ._fork import process_generation
+from ._ingress import Ingress
+from ._ledger import RequestLedger
+from ._lifecycle import Lifecycle, State
+from ._options import Options
+from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
+from .session_config import SessionConfig
+
+if TYPE_CHECKING:
+    from ._dispatch import Dispatcher
+    from ._queue import FrameQueue
+    from ._reader import ParkedThread
+
+logger = logging.getLogger(__name__)
+
+
+class Core:
+    """What the parts of one session share (see the module documentation)."""
+
+    def __init__(self, number: int, config: SessionConfig, options: Options, ingress: Ingress) -> None:
+        self.number = number
+        self.config = config
+        self.options = options
+        self.ingress = ingress
+        # Requests in flight are tracked only for a reconnect to fail them (egress sessions get no frames back).
+        self.ledger = RequestLedger(
+            track=options.reconnect is not None and not (config.livekit_egress or config.agora_egress)
+        )
+        self.lock = threading.Lock()  # guards everything below
+        self.changed = threading.Condition(self.lock)  # notified on every change of state
+        self.lifecycle = Lifecycle()
+        self.token: Optional[str] = None
+        self.conn: Optional[Connection] = None
+        self.connection_id: Optional[str] = None
+        self.capabilities: FrozenSet[str] = frozenset()
+        self.parked: Optional[ParkedThread] = None  # the reader's thread, started by init() ahead of start()
+        self.reader: Optional[threading.Thread] = None
+        self.dispatcher: Optional[Dispatcher[StreamEnd]] = None
+        self.queue: Optional[FrameQueue[StreamEnd]] = None
+        self.send_failure: Optional[AvatarSDKError] = None  # the send that broke the connection
+        self.wake = threading.Event()  # set by close(): cuts a reconnect's backoff short
+        self.closed = threading.Event()  # set once on_close has run
+        self.finisher: Optional[int] = None  # the thread that finished the session (it runs on_close)
+        self.on_finish: Callable[[], None] = lambda: None  # releases what outlives connections (the HTTP pool)
+        self.process = process_generation()  # fork detection
+        self.pid = os.getpid()
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
+
+    def move(self, to: State) -> None:
+        """Change the state (lock held) and wake whoever waits for a change."""
+        self.lifecycle.move(to)
+        self.changed.notify_all()
+
+    def forked(self) -> bool:
+        """Whether this process is a fork of the one that made the session."""
+        return self.process != process_generation()
+
+    def check_process(self, op: str) -> None:
+        if self.forked():
+            raise RuntimeError(
+                f"{op}(): this session was created in process {self.pid}, before a fork; its connection and"
+                " threads belong to that process: create a new session in this one"
+            )
+
+    def sendable(self, op: str) -> Connection:
+        """The connection, if a client message may be sent on it now (lock not held; the send lock is)."""
+        self.check_process(op)
+        with self.lock:
+            state, conn = self.lifecycle.state, self.conn
+            closed_by_user, end_error = self.lifecycle.closed_by_user, self.lifecycle.end_error
+        if state is State.STARTED and conn is not None and conn.end is None:
+            return conn
+        if state is State.RECONNECTING:
+            raise self.not_reconnected(op)
+        if state in (State.NEW, State.INITIALIZED, State.STARTING):
+            raise ValueError(f"{op}(): the session is not started; call start() first")
+        if closed_by_user:
+            raise ValueError(f"{op}(): the session is closed")
+        # The server (or the network) ended the session.
+        reason = end_error or self.end_error(conn.end if conn is not None else None)
+        if reason is None:
+            raise AvatarSDKError(
+                AvatarSDKErrorCode.connectionClosed,
+                f"{op}(): the session has ended",
+                phase=PHASE_WEBSOCKET_SEND,
+                connection_id=self.connection_id,
+            )
+        raise reason._derive(
+            f"{op}(): the session has ended ({reason.message})",
+            phase=PHASE_WEBSOCKET_SEND,
+            connection_id=self.connection_id,
+            req_id=None,
+        )
+
+    def not_reconnected(self, op: str) -> AvatarSDKError:
+        return AvatarSDKError(
+            AvatarSDKErrorCode.connectionClosed,
+            f"{op}(): the connection dropped and is not re-established yet (waited {self.options.send_timeout}s);"
+            " try again",
+            phase=PHASE_WEBSOCKET_SEND,
+            connection_id=self.connection_id,
+            retryable=True,
+        )
+
+    def end_error(self, end: Optional[StreamEnd]) -> Optional[AvatarSDKError]:
+        """The error a stream end stands for (``None`` for a server's normal close)."""
+        if end is None:
+            return None
+        if end.peer_closed and end.close_code in (None, CLOSE_NORMAL):
+            return None
+        return closed_error(
+            end.close_code,
+            end.close_reason,
+            phase=PHASE_WEBSOCKET_RUNTIME,
+            during="the session",
+            connection_id=self.connection_id,
+            secrets=self.conn.secrets if self.conn is not None else (),
+        )
+
+    def report(self, error: AvatarSDKError) -> None:
+        """Give ``error`` to ``on_error`` (on the calling thread, outside every lock)."""
+        safe_call("on_error", self.config.on_error, error)
+
+    def finish(self) -> None:
+        """Move from ``CLOSING`` to ``CLOSED`` and run ``on_close``: only the first caller, the session's
+        finisher, does."""
+        with self.lock:
+            if self.lifecycle.state is State.CLOSED:
+                return
+            self.move(State.CLOSED)
+            self.token = None
+            self.finisher = threading.get_ident()
+        self.on_finish()
+        logger.debug("session #%d: closed", self.number)
+        safe_call("on_close", self.config.on_close)
+        self.closed.set()
+
+    def warn_if_running(self, name: str, alive: bool) -> None:
+        """A thread of the session outlived ``close()``'s bounded wait (a callback or a call still blocking)."""
+        if alive:
+            logger.warning(
+                "session #%d: thread %s still running %ss after close()",
+                self.number,
+                name,
+                self.options.close_timeout,
+            )
