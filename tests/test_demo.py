@@ -10,7 +10,7 @@ from typing import Dict, Optional
 
 import pytest
 
-from avatarsdk._demo import ENV_VARS, credentials_from_env
+from avatarsdk._cli.common import ENV_VARS, credentials_from_env
 from avatarsdk.testing import FakeAvatarService
 
 

@@ -1,0 +1,199 @@
+"""What the ``avatarsdk`` commands share: exit statuses, credentials (flags, ``AVATARSDK_*`` variables and the
+``--local`` stand-in), the one-line error report with its hints, and writing output.
+
+Credentials come from one table (:data:`ENV_VARS`, :data:`FLAGS`) under two rules: ``send`` and ``token``
+take each one from its flag, else its variable, and need them all (:func:`resolve_credentials`); ``demo``
+takes all the variables or none, and runs on the stand-in with none (:func:`credentials_from_env`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple
+
+from .. import AvatarSDKError, AvatarSDKErrorCode
+
+if TYPE_CHECKING:
+    from ..testing import FakeAvatarService
+
+EXIT_OK, EXIT_SERVICE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Environment variable of each credential (the demo, the commands and the samples read them).
+ENV_VARS = {
+    "api_key": "AVATARSDK_API_KEY",
+    "app_id": "AVATARSDK_APP_ID",
+    "avatar_id": "AVATARSDK_AVATAR_ID",
+    "console_endpoint_url": "AVATARSDK_CONSOLE_URL",
+    "ingress_endpoint_url": "AVATARSDK_INGRESS_URL",
+}
+#: Command-line flag of each credential.
+FLAGS = {
+    "api_key": "--api-key",
+    "app_id": "--app-id",
+    "avatar_id": "--avatar-id",
+    "console_endpoint_url": "--console-url",
+    "ingress_endpoint_url": "--ingress-url",
+}
+LOCAL_ENV = "AVATARSDK_LOCAL"
+SESSION_FIELDS = tuple(FLAGS)
+TOKEN_FIELDS = ("api_key", "console_endpoint_url")
+TESTING_HINT = 'the built-in stand-in needs the testing extra: pip install "avatarsdk[testing]"'
+
+_C = AvatarSDKErrorCode
+HINTS: Dict[AvatarSDKErrorCode, str] = {
+    _C.sessionTokenExpired: "the session token expired; each run gets a new one, so check the machine's clock",
+    _C.sessionTokenInvalid: "the service refused the session token; check that the console and ingress URLs "
+    "belong to the same deployment",
+    _C.appIDUnrecognized: "check --app-id / AVATARSDK_APP_ID",
+    _C.appIDMismatch: "the app id does not belong to the API key; check --app-id / AVATARSDK_APP_ID",
+    _C.avatarNotFound: "check --avatar-id / AVATARSDK_AVATAR_ID",
+    _C.billingRequired: "the account needs billing set up in the console",
+    _C.creditsExhausted: "the account is out of credits",
+    _C.sessionDurationExceeded: "the session reached its time limit; send fewer files per run",
+    _C.concurrencyLimit: "too many sessions at once; end others or try again later",
+    _C.unsupportedSampleRate: "this deployment does not take that rate; try --sample-rate 16000",
+    _C.invalidEgressConfig: "the egress configuration was refused",
+    _C.egressUnavailable: "the service's egress is unavailable; try again later",
+    _C.idleTimeout: "the service received no audio for too long",
+    _C.upstreamError: "the service had a temporary problem; try again",
+    _C.invalidRequest: "the service refused the request; check the credentials and URLs",
+    _C.connectionFailed: "could not reach the service; check --console-url / --ingress-url and the network",
+    _C.connectionClosed: "the connection was lost; try again",
+    _C.protocolError: "the reply was not the avatar service's; check that the URLs point at it",
+    _C.serverError: "the service reported an error; try again later",
+    _C.unknown: "run with --verbose for details",
+}
+
+
+class UsageError(Exception):
+    """Bad arguments, credentials or input files: exit status 2."""
+
+
+def say(stream: TextIO, *lines: str) -> None:
+    """Write ``lines`` to ``stream`` and flush (another process may be reading it line by line)."""
+    stream.write("".join(line + "\n" for line in lines))
+    stream.flush()
+
+
+def ms(seconds: float) -> str:
+    """A duration as ``12.3 ms``."""
+    return f"{seconds * 1000:.1f} ms"
+
+
+def error_line(err: AvatarSDKError) -> str:
+    """``error: <code>: <message> (hint: ...)`` on one line."""
+    hint = HINTS.get(err.code, "")
+    if err.http_status in (401, 403) and err.code is _C.invalidRequest:
+        hint = "check the API key (--api-key / AVATARSDK_API_KEY) and --console-url / AVATARSDK_CONSOLE_URL"
+    text = " ".join(str(err).split())
+    return f"error: {text}" + (f" (hint: {hint})" if hint else "")
+
+
+# ------------------------------------------------------------------------------------ credentials
+
+
+def _lookup(fields: Sequence[str], flags: Optional[argparse.Namespace], environ: Mapping[str, str]) -> Dict[str, str]:
+    """The fields that are set: each from its flag (when ``flags`` has it), else its ``AVATARSDK_*`` variable."""
+    found = {name: getattr(flags, name, None) or environ.get(ENV_VARS[name], "") for name in fields}
+    return {name: value for name, value in found.items() if value}
+
+
+def credentials_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, str]]:
+    """The real service's settings from ``AVATARSDK_*`` variables; ``None`` when none is set.
+
+    Raises:
+        ValueError: some but not all of the variables are set.
+    """
+    found = _lookup(SESSION_FIELDS, None, os.environ if environ is None else environ)
+    if not found:
+        return None
+    missing = [ENV_VARS[name] for name in SESSION_FIELDS if name not in found]
+    if missing:
+        raise ValueError(f"set all of the AVATARSDK_* variables or none; missing: {', '.join(missing)}")
+    return found
+
+
+def resolve_credentials(args: argparse.Namespace, fields: Sequence[str], environ: Mapping[str, str]) -> Dict[str, str]:
+    """Each field from its flag, else its ``AVATARSDK_*`` variable.
+
+    Raises:
+        UsageError: some are missing (the message names their variables and flags).
+    """
+    found = _lookup(fields, args, environ)
+    missing = [name for name in fields if name not in found]
+    if missing:
+        names = ", ".join(f"{ENV_VARS[name]} ({FLAGS[name]})" for name in missing)
+        raise UsageError(f"missing credentials: set {names}, or use --local for the built-in stand-in")
+    return found
+
+
+def _wants_local(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
+    """``--local``, or ``AVATARSDK_LOCAL=1`` unless credentials were given as flags."""
+    if args.local:
+        return True
+    given_as_flags = any(getattr(args, name, None) for name in FLAGS)
+    return environ.get(LOCAL_ENV, "") == "1" and not given_as_flags
+
+
+def credentials(args: argparse.Namespace, fields: Sequence[str], stack: ExitStack) -> Tuple[Dict[str, str], bool]:
+    """The credentials to use and whether they are the stand-in's (started for ``--local``, closed with
+    ``stack``).
+
+    Raises:
+        UsageError: credentials are missing, or the stand-in's extra is not installed.
+    """
+    environ = dict(os.environ)
+    if not _wants_local(args, environ):
+        return resolve_credentials(args, fields, environ), False
+    service = stack.enter_context(fake_service())
+    given = service.credentials()
+    return {name: given[name] for name in fields}, True
+
+
+def fake_service(port: int = 0, console_port: int = 0) -> FakeAvatarService:
+    """The built-in stand-in service, not started yet (``with`` or ``start()`` starts it).
+
+    Raises:
+        UsageError: the testing extra is not installed.
+    """
+    try:
+        from ..testing import FakeAvatarService  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise UsageError(TESTING_HINT) from exc
+    return FakeAvatarService(port=port, console_port=console_port)
+
+
+# ---------------------------------------------------------------------------------------- parsers
+
+
+def add_credentials(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
+    """The flags of ``fields`` and ``--local``."""
+    group = parser.add_argument_group(
+        "credentials", "each flag overrides its environment variable; --local uses the built-in stand-in instead"
+    )
+    for name in fields:
+        group.add_argument(FLAGS[name], dest=name, metavar="VALUE", help=f"default: ${ENV_VARS[name]}")
+    group.add_argument(
+        "--local",
+        action="store_true",
+        help=f"use the built-in stand-in service (also {LOCAL_ENV}=1; needs the testing extra)",
+    )
+
+
+def guarded(run: Callable[[argparse.Namespace, TextIO, TextIO], int]) -> Callable[[argparse.Namespace], int]:
+    """``run`` on stdout and stderr, a :class:`UsageError` or Ctrl-C made an error line and its exit status."""
+
+    def call(args: argparse.Namespace) -> int:
+        try:
+            return run(args, sys.stdout, sys.stderr)
+        except UsageError as exc:
+            say(sys.stderr, f"error: {exc}")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            say(sys.stderr, "interrupted")
+            return EXIT_INTERRUPTED
+
+    return call

@@ -1,0 +1,66 @@
+"""``avatarsdk token``: request a session token from the console API and print when it expires (the token
+itself only with ``--show``)."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from .. import AvatarSDKError
+from .._token import request_session_token
+from .._validation import check_text, check_url
+from .common import (
+    EXIT_OK,
+    EXIT_SERVICE,
+    TOKEN_FIELDS,
+    UsageError,
+    add_credentials,
+    credentials,
+    error_line,
+    say,
+)
+
+MAX_EXPIRES_IN = 24 * 3600
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``avatarsdk token``: request a session token and print its expiry (the token only with --show)."""
+    if not 0 < args.expires_in <= MAX_EXPIRES_IN:
+        raise UsageError(f"--expires-in: expected 1 to {MAX_EXPIRES_IN} seconds (24 h), got {args.expires_in}")
+    with ExitStack() as stack:
+        found, _ = credentials(args, TOKEN_FIELDS, stack)
+        try:
+            console = check_url("console_endpoint_url", found["console_endpoint_url"], ("http", "https"))
+            api_key = check_text("api_key", found["api_key"], secret=True, header=True)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from exc
+        expire_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=args.expires_in)
+        try:
+            token = request_session_token(console, api_key=api_key, expire_at=expire_at, timeout=(5.0, 15.0))
+        except AvatarSDKError as exc:
+            say(err, error_line(exc))
+            return EXIT_SERVICE
+    say(
+        out,
+        f"session token from {urlsplit(console).netloc}: expires {expire_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" (in {args.expires_in} s)",
+        token if args.show else "(the token is not shown; --show prints it)",
+    )
+    return EXIT_OK
+
+
+NAME = "token"
+HELP = "request a session token and print when it expires"
+DESCRIPTION = "Requests a session token from the console API. The token itself is printed only with --show."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``token``'s arguments."""
+    parser.add_argument(
+        "--expires-in", type=int, default=3600, metavar="S", help="token lifetime in seconds (default 3600, max 86400)"
+    )
+    parser.add_argument("--show", action="store_true", help="print the token (a secret) on the last line")
+    add_credentials(parser, TOKEN_FIELDS)
