@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .stats import median, percentile
-from .wire import check_frame_times_layout, frame_times, server_frame_header
+from .wire import check_frame_times_layout, frame_times, sdk_module, ws_frame_header
 
 Params = Dict[str, Any]
 Result = Dict[str, Any]
@@ -150,14 +149,7 @@ def _chunks(p: Params) -> Tuple[int, bytes]:
 
 def _bare_proto() -> ModuleType:
     """avatarsdk's generated protobuf module, loaded from its file without importing the SDK itself."""
-    spec = importlib.util.find_spec("avatarsdk")
-    assert spec is not None and spec.origin is not None
-    path = os.path.join(os.path.dirname(spec.origin), "_proto", "ingress_v2_pb2.py")
-    module_spec = importlib.util.spec_from_file_location("bench_ingress_v2_pb2", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return sdk_module(os.path.join("_proto", "ingress_v2_pb2.py"), "bench_ingress_v2_pb2")
 
 
 class Bare:
@@ -276,7 +268,7 @@ def raw_throughput(p: Params) -> Result:
     bare = Bare(p)
     ws = bare.connect(bare.token())
     sock = ws.sock
-    frame_bytes = p["frame_size"] + len(server_frame_header(p["frame_size"]))
+    frame_bytes = p["frame_size"] + len(ws_frame_header(p["frame_size"]))
     buf = bytearray(1 << 20)
 
     def drain(frames: int) -> None:

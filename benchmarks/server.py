@@ -321,10 +321,10 @@ class Conn:
             self._message(payload)
         elif opcode == 0x8:
             code = payload[:2] if len(payload) >= 2 else b"\x03\xe8"
-            self.write(wire.server_frame_header(2, 0x8) + code)
+            self.write(wire.ws_frame_header(2, wire.OP_CLOSE) + code)
             self.close_after_flush()
         elif opcode == 0x9:
-            self.write(wire.server_frame_header(len(payload), 0xA) + payload)
+            self.write(wire.ws_frame_header(len(payload), wire.OP_PONG) + payload)
 
     def _message(self, payload: bytes) -> None:
         fields = wire.parse_fields(payload)
@@ -341,7 +341,7 @@ class Conn:
             confirm = wire.field_bytes(3, wire.field_bytes(1, self.connection_id.encode())) + wire.field_varint(
                 1, wire.MESSAGE_SERVER_CONFIRM_SESSION
             )
-            self.write(wire.server_frame_header(len(confirm)) + confirm)
+            self.write(wire.ws_frame_header(len(confirm)) + confirm)
 
     # ---------------------------------------------------------------------------------- responses
 
@@ -360,7 +360,7 @@ class Conn:
 
     def _encoded(self, req_id: str, end: bool, size: int, *, timestamps: bool) -> Tuple[bytes, int]:
         frame = wire.animation_frame(self.connection_id, req_id, end, size, timestamps=timestamps)
-        header = wire.server_frame_header(len(frame.data))
+        header = wire.ws_frame_header(len(frame.data))
         return header + frame.data, len(header) + frame.times_offset
 
     def _burst(self, req_id: str, count: int, size: int) -> None:

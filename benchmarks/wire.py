@@ -1,4 +1,8 @@
-"""Protobuf and WebSocket wire helpers shared by the benchmark server and clients (no protobuf runtime).
+"""The benchmark's animation frames, and the wire helpers its server and clients use (no protobuf runtime).
+
+The encoders and the field reader are ``avatarsdk.testing.wire``'s, loaded from the SDK's file without
+importing the SDK (:func:`sdk_module`): a benchmark process imports only the client it measures, and the server
+needs no protobuf runtime.
 
 Animation frames have the service's field numbers (``Message.type`` = 5 at field 1,
 ``server_response_animation`` at field 6 with ``connection_id`` 1, ``req_id`` 2, ``end`` 3) and, like the
@@ -10,79 +14,47 @@ envelope puts ``type`` last, as ``avatarsdk.testing.animation_frame`` does.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, Tuple, Union
+from types import ModuleType
+from typing import Tuple
+
+
+def sdk_module(path: str, name: str) -> ModuleType:
+    """The module at ``path`` (relative to the ``avatarsdk`` package that an import would find), loaded from its
+    file as ``name`` without importing ``avatarsdk``; it may import nothing of the SDK."""
+    spec = importlib.util.find_spec("avatarsdk")
+    assert spec is not None and spec.origin is not None
+    module_spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(spec.origin), path))
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+_sdk = sdk_module(os.path.join("testing", "wire.py"), "bench_avatarsdk_wire")
+varint = _sdk.varint
+field_bytes = _sdk.field_bytes
+field_varint = _sdk.field_varint
+field_fixed64 = _sdk.field_fixed64
+parse_fields = _sdk.parse_fields
+ws_frame_header = _sdk.ws_frame_header  # (length, opcode=OP_BINARY): a server's (unmasked) frame header
+OP_CLOSE = _sdk.OP_CLOSE
+OP_PONG = _sdk.OP_PONG
 
 MESSAGE_CLIENT_CONFIGURE_SESSION = 1
 MESSAGE_SERVER_CONFIRM_SESSION = 2
 MESSAGE_CLIENT_AUDIO_INPUT = 3
-MESSAGE_SERVER_RESPONSE_ANIMATION = 5
+MESSAGE_SERVER_RESPONSE_ANIMATION = _sdk.MESSAGE_SERVER_RESPONSE_ANIMATION
 
 SCHEDULED_FIELD = 13  # fixed64: when the server meant to send the frame (paced streams)
 SENT_FIELD = 14  # fixed64: when the server sent it
-FILLER_FIELD = 15  # bytes: stands for the animation data
+FILLER_FIELD = _sdk.UNDECLARED_FIELD  # bytes: stands for the animation data
 
 _TIMES = struct.Struct("<xQxQ")  # tag, scheduled, tag, sent
 _TIMES_TAGS = (SCHEDULED_FIELD << 3 | 1, SENT_FIELD << 3 | 1)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def field_bytes(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def field_varint(number: int, value: int) -> bytes:
-    return varint(number << 3) + varint(value)
-
-
-def field_fixed64(number: int, value: int) -> bytes:
-    return varint(number << 3 | 1) + struct.pack("<Q", value)
-
-
-def parse_fields(data: bytes) -> Dict[int, Union[int, bytes]]:
-    """The top-level fields of a protobuf message (the last occurrence of each wins)."""
-    fields: Dict[int, Union[int, bytes]] = {}
-    pos, size = 0, len(data)
-    while pos < size:
-        key, pos = _read_varint(data, pos)
-        number, wire_type = key >> 3, key & 7
-        value: Union[int, bytes]
-        if wire_type == 0:
-            value, pos = _read_varint(data, pos)
-        elif wire_type == 2:
-            length, pos = _read_varint(data, pos)
-            value, pos = bytes(data[pos : pos + length]), pos + length
-        elif wire_type == 1:
-            value, pos = int.from_bytes(data[pos : pos + 8], "little"), pos + 8
-        elif wire_type == 5:
-            value, pos = int.from_bytes(data[pos : pos + 4], "little"), pos + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-        fields[number] = value
-    return fields
-
-
-def _read_varint(data: bytes, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
 
 
 @dataclass(frozen=True)
@@ -100,9 +72,7 @@ def animation_frame(connection_id: str, req_id: str, end: bool, size: int, *, ti
     layout is that of ``avatarsdk.testing.animation_frame`` (filler, then the declared fields) and
     ``times_offset`` is -1.
     """
-    known = field_bytes(1, connection_id.encode()) + field_bytes(2, req_id.encode())
-    if end:
-        known += field_varint(3, 1)
+    known = _sdk.animation_fields(connection_id, req_id, end)
     times = field_fixed64(SCHEDULED_FIELD, 0) + field_fixed64(SENT_FIELD, 0) if timestamps else b""
     envelope_type = field_varint(1, MESSAGE_SERVER_RESPONSE_ANIMATION)
     filler_len = max(0, size - len(known) - len(times) - len(envelope_type) - 6)
@@ -137,13 +107,3 @@ def check_frame_times_layout(frame: bytes) -> None:
     pos += 1
     if frame[0] != (6 << 3 | 2) or frame[pos] != _TIMES_TAGS[0] or frame[pos + 9] != _TIMES_TAGS[1]:
         raise ValueError("not a benchmark animation frame with timestamps")
-
-
-def server_frame_header(length: int, opcode: int = 0x2) -> bytes:
-    """The header of an unmasked, final WebSocket frame (server to client)."""
-    first = 0x80 | opcode
-    if length < 126:
-        return bytes((first, length))
-    if length < 1 << 16:
-        return bytes((first, 126)) + struct.pack(">H", length)
-    return bytes((first, 127)) + struct.pack(">Q", length)

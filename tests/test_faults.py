@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
-from _wire import lfield, varint, ws_frame
 from conftest import CLOSE_CODE_ERRORS, Recorder, pcm
 from google.protobuf.internal import api_implementation
 from websockets.exceptions import ConnectionClosed
@@ -58,6 +57,7 @@ from avatarsdk import (
 )
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk.testing import FakeAvatarService, FakeConnection, FaultProxy, animation_frame
+from avatarsdk.testing.wire import field_bytes, varint, ws_frame
 
 C = AvatarSDKErrorCode
 
@@ -197,7 +197,7 @@ class Run:
                 self.conn.connection_id or "", item.req_id, item.end, item.size, 1_000_000 + self.pos
             )
             self.sent.append((data, item.end))
-            out.append(ws_frame(0x2, data))
+            out.append(ws_frame(data))
         return b"".join(out)
 
     def before(self) -> bytes:
@@ -243,7 +243,7 @@ class Run:
                 self.conn.connection_id or "", item.req_id, item.end, item.size, 2_000_000 + self.pos
             )
             self.after.append(data)
-            out.append(ws_frame(0x2, data))
+            out.append(ws_frame(data))
         return b"".join(out)
 
     def partial(self) -> bytes:
@@ -258,10 +258,10 @@ class Run:
         data = animation_frame(self.conn.connection_id or "", item.req_id, item.end, item.size, 3_000_000 + self.pos)
         self.after.append(data)
         if way == "mid-frame":
-            wire = ws_frame(0x2, data)
+            wire = ws_frame(data)
             return wire[: self.rng.randint(1, len(wire) - 1)]
         parts = split(self.rng, data, self.rng.randint(2, 4))  # the last fragment never comes
-        return ws_frame(0x2, parts[0], fin=False) + b"".join(ws_frame(0x0, p, fin=False) for p in parts[1:-1])
+        return ws_frame(parts[0], fin=False) + b"".join(ws_frame(p, 0x0, fin=False) for p in parts[1:-1])
 
     def send_raw(self, data: bytes) -> None:
         """``conn.send_wire``, where the SDK may already have shut the connection (then the write fails, and
@@ -309,9 +309,9 @@ def split(rng: random.Random, data: bytes, parts: int) -> List[bytes]:
 def fragmented(rng: random.Random, opcode: int, payload: bytes) -> bytes:
     """``payload`` as one message in 2 to 4 fragments (possibly empty ones)."""
     parts = split(rng, payload, rng.randint(2, 4))
-    frames = [ws_frame(opcode, parts[0], fin=False)]
-    frames += [ws_frame(0x0, part, fin=False) for part in parts[1:-1]]
-    frames.append(ws_frame(0x0, parts[-1]))
+    frames = [ws_frame(parts[0], opcode, fin=False)]
+    frames += [ws_frame(part, 0x0, fin=False) for part in parts[1:-1]]
+    frames.append(ws_frame(parts[-1], 0x0))
     return b"".join(frames)
 
 
@@ -384,8 +384,8 @@ def close_with(code: int, *, reason: Optional[str] = None, preceded: bool = Fals
         if run.pacing == "coalesced":
             wire = prefix
             if preceded:
-                wire += ws_frame(0x2, error_message(code, message)) + run.framed(between)
-            run.conn.send_wire(wire + ws_frame(0x8, struct.pack(">H", code) + text.encode("utf-8")))
+                wire += ws_frame(error_message(code, message)) + run.framed(between)
+            run.conn.send_wire(wire + ws_frame(struct.pack(">H", code) + text.encode("utf-8"), 0x8))
             return
         if preceded:
             run.conn.send_error(code, message)
@@ -435,7 +435,7 @@ def deliver_message(run: Run, opcode: int, payload: bytes) -> None:
     prefix = run.before()
     way = "coalesced" if run.pacing == "coalesced" else run.rng.choice(["message", "fragmented", "wire"])
     if way == "coalesced":
-        whole = ws_frame(opcode, payload) if run.rng.random() < 0.5 else fragmented(run.rng, opcode, payload)
+        whole = ws_frame(payload, opcode) if run.rng.random() < 0.5 else fragmented(run.rng, opcode, payload)
         run.way = f"coalesced, {len(whole)} wire bytes"
         run.strike()
         run.conn.send_wire(prefix + whole)
@@ -443,7 +443,7 @@ def deliver_message(run: Run, opcode: int, payload: bytes) -> None:
     run.way = way
     run.strike()
     if way == "wire":
-        run.conn.send_wire(ws_frame(opcode, payload))
+        run.conn.send_wire(ws_frame(payload, opcode))
     elif way == "fragmented" and opcode == 0x2:
         run.conn.send_fragmented(split(run.rng, payload, run.rng.randint(2, 4)))
     elif way == "fragmented":
@@ -484,8 +484,8 @@ def malformed_bytes(run: Run) -> bytes:
         frame = animation_frame(run.conn.connection_id or "", "req-cut", False, rng.randint(60, 3000), 7)
         return frame[: rng.randint(1, len(frame) - 3)]  # the frame ends with the 2-byte type field
     if kind == "utf8-error":  # a ServerError whose message is not UTF-8 (proto3 strings must be)
-        return b"\x08\x04" + lfield(5, lfield(4, b"\xff\xfe" + rng.randbytes(rng.randint(0, 8))))
-    return b"\x08\x05" + lfield(6, lfield(2, b"req-\xc3\x28"))  # an animation whose req_id is not UTF-8
+        return b"\x08\x04" + field_bytes(5, field_bytes(4, b"\xff\xfe" + rng.randbytes(rng.randint(0, 8))))
+    return b"\x08\x05" + field_bytes(6, field_bytes(2, b"req-\xc3\x28"))  # an animation whose req_id is not UTF-8
 
 
 def malformed(run: Run) -> None:
@@ -508,7 +508,7 @@ def unknown_type(run: Run) -> None:
     """A message of a type this SDK does not know, with undeclared fields (a newer server's)."""
     rng = run.rng
     kind = rng.choice(UNKNOWN_TYPES)
-    extra = [lfield(rng.choice([7, 12, 15, 20, 100, 1000]), rng.randbytes(rng.randint(0, 50))) for _ in range(3)]
+    extra = [field_bytes(rng.choice([7, 12, 15, 20, 100, 1000]), rng.randbytes(rng.randint(0, 50))) for _ in range(3)]
     fields = [b"\x08" + varint(kind), *extra[: rng.randint(0, 3)]]
     rng.shuffle(fields)
     run.notes["type"] = kind
@@ -533,17 +533,17 @@ def oversize(run: Run) -> None:
     way = rng.choice(["message", "fragmented", "header"])
     run.way = f"{way}, {len(payload)} bytes over a {limit}-byte limit"
     if way == "header":
-        wire = ws_frame(0x2, payload)[:4]  # 0x82, 126, 2-byte size: nothing of the payload follows
+        wire = ws_frame(payload)[:4]  # 0x82, 126, 2-byte size: nothing of the payload follows
     elif way == "fragmented":
         parts = max(3, len(payload) // (limit // 2) + 1)
         wire = fragmented_in(payload, parts)
     else:
-        wire = ws_frame(0x2, payload)
+        wire = ws_frame(payload)
     prefix = run.before()
     at_limit = exactly(run.conn.connection_id or "", f"req-{run.seed}-limit", limit)  # accepted: the limit is inclusive
     run.sent.append((at_limit, True))
     if run.pacing == "coalesced":
-        prefix += ws_frame(0x2, at_limit)
+        prefix += ws_frame(at_limit)
     else:
         run.conn.send_bytes(at_limit)
     run.strike()
@@ -576,8 +576,8 @@ def split_even(data: bytes, parts: int) -> List[bytes]:
 
 def fragmented_in(payload: bytes, parts: int) -> bytes:
     pieces = split_even(payload, parts)
-    frames = [ws_frame(0x2, pieces[0], fin=False)]
-    frames += [ws_frame(0x0, piece, fin=i == len(pieces) - 1) for i, piece in enumerate(pieces[1:], 1)]
+    frames = [ws_frame(pieces[0], fin=False)]
+    frames += [ws_frame(piece, 0x0, fin=i == len(pieces) - 1) for i, piece in enumerate(pieces[1:], 1)]
     return b"".join(frames)
 
 
@@ -601,18 +601,19 @@ def invalid_frame_bytes(run: Run) -> bytes:
     if kind == "reserved-bit":
         return bytes([0x82 | rng.choice([0x40, 0x20, 0x10]), len(payload)]) + payload
     if kind == "data-opcode":
-        return ws_frame(rng.randint(0x3, 0x7), payload)
+        return ws_frame(payload, rng.randint(0x3, 0x7))
     if kind == "control-opcode":
-        return ws_frame(rng.randint(0xB, 0xF), payload)
+        return ws_frame(payload, rng.randint(0xB, 0xF))
     if kind == "masked":
         return bytes([0x82, 0x80 | len(payload)]) + rng.randbytes(4) + payload
     if kind == "orphan-continuation":
-        return ws_frame(0x0, payload, fin=rng.random() < 0.5)
+        return ws_frame(payload, 0x0, fin=rng.random() < 0.5)
     if kind == "fragmented-control":
-        return ws_frame(rng.choice([0x8, 0x9, 0xA]), payload, fin=False)
+        return ws_frame(payload, rng.choice([0x8, 0x9, 0xA]), fin=False)
     if kind == "long-control":
-        return ws_frame(rng.choice([0x9, 0xA]), rng.randbytes(rng.randint(126, 300)))
-    return ws_frame(0x2, payload, fin=False) + ws_frame(rng.choice([0x1, 0x2]), payload)  # new message mid-way
+        opcode = rng.choice([0x9, 0xA])
+        return ws_frame(rng.randbytes(rng.randint(126, 300)), opcode)
+    return ws_frame(payload, fin=False) + ws_frame(payload, rng.choice([0x1, 0x2]))  # new message mid-way
 
 
 def invalid_frame(run: Run) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import struct
 from typing import List, Union
 
 import pytest
@@ -17,19 +16,7 @@ from avatarsdk._frames import (
     FrameError,
     FrameParser,
 )
-
-
-def frame(payload: bytes, opcode: int = 2, fin: bool = True, mask: bool = False, rsv: int = 0) -> bytes:
-    """A server-to-client frame, encoded by hand (RFC 6455 section 5.2)."""
-    b0 = (0x80 if fin else 0) | rsv << 4 | opcode
-    n = len(payload)
-    if n < 126:
-        head = bytes([b0, (0x80 if mask else 0) | n])
-    elif n < 1 << 16:
-        head = bytes([b0, (0x80 if mask else 0) | 126]) + struct.pack(">H", n)
-    else:
-        head = bytes([b0, (0x80 if mask else 0) | 127]) + struct.pack(">Q", n)
-    return head + (b"\x00\x00\x00\x00" if mask else b"") + payload
+from avatarsdk.testing.wire import ws_frame as frame  # a server-to-client frame, encoded by hand
 
 
 def feed_in_pieces(parser: FrameParser, data: bytes, rng: random.Random) -> List[Union[bytes, Control]]:

@@ -4,9 +4,9 @@ error classifier (avatarsdk/errors.py: classify, CLASSIFICATION_RULES) and the t
 (avatarsdk/_token.py: parse_token_response).
 
 Each property comes from documented behaviour (the modules' docstrings, PROTOCOL.md, the README), and the
-inputs are built independently of the code under test: frames by hand (RFC 6455 section 5.2), protobuf
-messages with the generated module or from raw tags and varints. Bugs these properties found are pinned by
-their minimal examples as regression tests.
+inputs are built independently of the code under test: frames by hand (RFC 6455 section 5.2, with
+avatarsdk.testing.wire), protobuf messages with the generated module or from raw tags and varints. Bugs these
+properties found are pinned by their minimal examples as regression tests.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import string
 from typing import Any, List, Optional, Sequence, Tuple
 
 import pytest
-from _wire import varint
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -57,6 +56,7 @@ from avatarsdk.errors import (
     PHASE_WEBSOCKET_SEND,
     classify,
 )
+from avatarsdk.testing.wire import varint, ws_frame, ws_frame_header
 
 C = AvatarSDKErrorCode
 
@@ -74,23 +74,9 @@ Norm = Tuple[int, bytes]  # a message as (opcode, payload); binary messages get 
 BOUNDARY_SIZES = [0, 1, 124, 125, 126, 127, 65535, 65536, 65537]
 
 
-def frame_header(fin: bool, opcode: int, size: int, *, masked: bool = False, rsv: int = 0) -> bytes:
-    """A frame's header (RFC 6455 section 5.2), with the minimal length form, without the masking key."""
-    b0 = (0x80 if fin else 0) | rsv << 4 | opcode
-    mbit = 0x80 if masked else 0
-    if size < 126:
-        return bytes([b0, mbit | size])
-    if size < 1 << 16:
-        return bytes([b0, mbit | 126]) + size.to_bytes(2, "big")
-    return bytes([b0, mbit | 127]) + size.to_bytes(8, "big")
-
-
 def encode_frame(fin: bool, opcode: int, payload: bytes, *, mask: Optional[bytes] = None, rsv: int = 0) -> bytes:
-    """A frame as a server would send it, encoded by hand."""
-    head = frame_header(fin, opcode, len(payload), masked=mask is not None, rsv=rsv)
-    if mask is None:
-        return head + payload
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    """A frame as a server would send it, encoded by hand (arguments in ``Frame`` order)."""
+    return ws_frame(payload, opcode, fin=fin, mask=mask or False, rsv=rsv)
 
 
 def encode_frames(frames: Sequence[Frame]) -> bytes:
@@ -169,7 +155,7 @@ def quiet_offsets(frames: Sequence[Frame]) -> List[int]:
     pos = 0
     open_message = False
     for fin, op, payload in frames:
-        pos += len(frame_header(fin, op, len(payload))) + len(payload)
+        pos += len(ws_frame_header(len(payload), op, fin=fin)) + len(payload)
         if op in (OP_TEXT, OP_BINARY):
             open_message = not fin
         elif op == OP_CONTINUATION and fin:
@@ -352,7 +338,7 @@ def test_frames_oversized_message_is_refused_from_its_header(
     frames, expected = stream
     assume(all(len(p) <= limit for _, p in expected))
     size = limit + excess
-    header = frame_header(True, opcode, size)
+    header = ws_frame_header(size, opcode)
     with pytest.raises(FrameError) as info:
         FrameParser(limit).feed(encode_frames(frames) + header)
     assert info.value.close_code == CLOSE_TOO_BIG

@@ -12,11 +12,10 @@ import subprocess
 import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from _wire import lfield, vfield
 
 from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
 from avatarsdk._proto import ingress_v2_pb2 as pb
@@ -40,45 +39,14 @@ from avatarsdk._protocol import (
     websocket_target,
 )
 from avatarsdk.testing import animation_frame
-
-# --------------------------------------------------------------------------------------------------
-# Raw protobuf wire helpers (independent of the generated module; varint and fields: tests/_wire.py)
-# --------------------------------------------------------------------------------------------------
-
-
-def read_varint(data: bytes, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def parse_fields(data: bytes) -> List[Tuple[int, Any]]:
-    """``(field number, value)`` pairs: ints for varints, bytes for length-delimited fields."""
-    fields: List[Tuple[int, Any]] = []
-    pos = 0
-    while pos < len(data):
-        key, pos = read_varint(data, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, pos = read_varint(data, pos)
-            fields.append((number, value))
-        elif wire_type == 2:
-            length, pos = read_varint(data, pos)
-            fields.append((number, data[pos : pos + length]))
-            pos += length
-        else:
-            raise AssertionError(f"unexpected wire type {wire_type} for field {number}")
-    assert pos == len(data)
-    return fields
+from avatarsdk.testing.wire import field_bytes as lfield  # short names: messages below are written field by field
+from avatarsdk.testing.wire import field_varint as vfield
+from avatarsdk.testing.wire import read_fields
 
 
 def as_dict(data: bytes) -> Dict[int, Any]:
-    fields = parse_fields(data)
+    """The fields of a message that repeats none (a repeated one fails the test)."""
+    fields = read_fields(data)
     numbers = [n for n, _ in fields]
     assert len(numbers) == len(set(numbers)), f"repeated fields in {fields}"
     return dict(fields)
@@ -273,7 +241,7 @@ def test_encode_configure_livekit_egress() -> None:
     # Raw wire: egress_type at field 5, livekit_egress at field 6; api_token at 8, idle_timeout at 7.
     inner = as_dict(as_dict(data)[2])
     assert inner[5] == 1
-    lk_fields = parse_fields(inner[6])
+    lk_fields = read_fields(inner[6])
     assert (8, b"lk-token") in lk_fields
     assert (7, 45) in lk_fields
     assert (4, b"room-1") in lk_fields

@@ -10,11 +10,11 @@ import threading
 from typing import Callable, Iterator, List, Optional
 
 import pytest
-from _wire import ws_frame
 
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode
 from avatarsdk._connection import Connection
 from avatarsdk._proto import ingress_v2_pb2 as pb
+from avatarsdk.testing.wire import ws_frame
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TOKEN = "session-token-7f3a"
@@ -106,8 +106,8 @@ def open_connection(server: RawServer, timeout: float = 2.0) -> Connection:
 
 def test_frames_in_the_same_write_as_the_upgrade_response_are_kept(serve: Callable[[Answer], RawServer]) -> None:
     """The confirmation (and a frame after it) written together with the 101: read from what came with it."""
-    frame = ws_frame(0x2, b"\x08\x05" + b"\x32\x03\x12\x01r")  # an animation message of request "r"
-    server = serve(lambda head: [switching(head) + ws_frame(0x2, confirm()) + frame])
+    frame = ws_frame(b"\x08\x05" + b"\x32\x03\x12\x01r")  # an animation message of request "r"
+    server = serve(lambda head: [switching(head) + ws_frame(confirm()) + frame])
     conn = open_connection(server)
     try:
         reply = conn.await_confirmation(None, None)
@@ -121,9 +121,7 @@ def test_frames_in_the_same_write_as_the_upgrade_response_are_kept(serve: Callab
 
 
 def test_a_response_arriving_a_byte_at_a_time_is_read_whole(serve: Callable[[Answer], RawServer]) -> None:
-    server = serve(
-        lambda head: [bytes([b]) for b in switching(head, "Server: slow\r\n") + ws_frame(0x2, confirm("c-2"))]
-    )
+    server = serve(lambda head: [bytes([b]) for b in switching(head, "Server: slow\r\n") + ws_frame(confirm("c-2"))])
     conn = open_connection(server)
     try:
         assert conn.await_confirmation(None, 2.0).connection_id == "c-2"

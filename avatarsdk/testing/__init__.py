@@ -5,16 +5,18 @@
 replies, upgrade rejections, handshake replies, frames per request (count, size, pacing), runtime errors,
 close codes, abrupt drops and stalls. It records everything it receives.
 
+:mod:`avatarsdk.testing.wire` builds protobuf fields, WebSocket frames and animation frames byte by byte, for
+tests that write their own server frames.
+
 Needs the ``testing`` extra (``pip install "avatarsdk[testing]"``), which brings the ``websockets`` server.
 """
 
 from __future__ import annotations
 
+from ._connection import FakeConnection
 from ._proxy import FaultProxy
-from ._service import (
+from ._scripts import (
     Confirm,
-    FakeAvatarService,
-    FakeConnection,
     FakeRequest,
     HandshakeClose,
     HandshakeDrop,
@@ -24,10 +26,10 @@ from ._service import (
     HandshakeSilence,
     TokenReply,
     TokenRequest,
-    animation_frame,
     jsonapi_error,
-    v1_animation_frame,
 )
+from ._service import FakeAvatarService
+from .wire import animation_frame, v1_animation_frame
 
 __all__ = [
     "Confirm",

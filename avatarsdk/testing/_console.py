@@ -1,0 +1,113 @@
+"""The stand-in's console API: the token call (``POST /session-tokens``) over HTTP on 127.0.0.1.
+
+It owns the HTTP server and the token call's rules: the API key, ``expireAt`` within 24 hours, the scripted
+replies first. The tokens it issues go into the shared state, where the ingress checks them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import time
+from typing import Any, Dict, Tuple
+from urllib.parse import urlsplit
+
+from ._scripts import TokenRequest, body_bytes, jsonapi_error
+from ._state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+Answer = Tuple[int, bytes, Dict[str, str], float]  # status, body, headers, delay in seconds
+
+
+class Console:
+    """The console API of ``service``, bound to its ``console_port`` (0: a free one) when made."""
+
+    def __init__(self, service: ServiceState) -> None:
+        self.service = service
+        self.server = _ConsoleServer(("127.0.0.1", service.console_port), _handler(self))
+        if service.ssl_context is not None:
+            self.server.socket = service.ssl_context.wrap_socket(self.server.socket, server_side=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever(poll_interval=0.05)  # shutdown() waits a poll
+
+    def close(self) -> None:
+        """Stop serving (only after :meth:`serve_forever` has started) and close the listening socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def token_call(self, headers: Dict[str, str], body: bytes) -> Answer:
+        """Record a token call and answer it: the next scripted reply, else as the service would."""
+        service = self.service
+        with service._lock:
+            service.token_requests.append(TokenRequest(headers, body))
+            scripted = service._token_replies.pop(0) if service._token_replies else None
+            service._lock.notify_all()
+        if scripted is not None:
+            data, ctype = body_bytes(scripted.body)
+            return scripted.status, data, {"Content-Type": ctype, **scripted.headers}, scripted.delay
+        if headers.get("x-api-key") != service.api_key:
+            return _json(401, jsonapi_error(401, "UNAUTHENTICATED", "Unauthorized", "invalid api key"))
+        try:
+            expire_at = json.loads(body.decode("utf-8"))["expireAt"]
+            if isinstance(expire_at, bool) or not isinstance(expire_at, int):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return _json(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "expireAt must be an integer"))
+        now = time.time()
+        if not now < expire_at <= now + 24 * 3600 + 60:
+            return _json(400, jsonapi_error(400, "INVALID_ARGUMENT", "Bad Request", "expireAt out of range"))
+        with service._lock:
+            service._counter += 1
+            token = f"fake-token-{service._counter}-{int(now * 1000) % 100000:05d}"
+            service._tokens[token] = {"expire_at": expire_at, "used": False}
+        return _json(200, {"sessionToken": token})
+
+
+def _json(status: int, document: Dict[str, Any]) -> Answer:
+    return status, json.dumps(document).encode("utf-8"), {"Content-Type": "application/json"}, 0.0
+
+
+class _ConsoleServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # a fixed port can be bound again right after a previous run
+
+
+def _handler(console: Console) -> type:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "avatarsdk-fake"
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: with Nagle's algorithm on, the body of a response on a
+        # kept-alive connection waits for the client's delayed ACK (40 ms). The service answers at once.
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if urlsplit(self.path).path != "/session-tokens":
+                self._send(404, b"404 page not found", {"Content-Type": "text/plain"})
+                return
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, data, extra, delay = console.token_call(headers, body)
+            if delay and console.service._stopping.wait(delay):
+                return
+            self._send(status, data, extra)
+
+        def _send(self, status: int, data: bytes, headers: Dict[str, str]) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug("console: %s", format % args)
+
+    return Handler
