@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import weakref
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, FrozenSet, Generator, List, Optional, Type, Union
 
 from . import _protocol
+from ._closer import close_session
 from ._config_checks import check_config, copy_config
-from ._connection import Connection, StreamEnd
+from ._connection import StreamEnd
 from ._connector import Connector
 from ._core import Core
-from ._deadline import Deadline
 from ._dispatch import Dispatcher, new_dispatcher
 from ._faults import CLOSE_NORMAL
 from ._ingress import ingress_for
@@ -58,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FRAME_TIMEOUT = 10.0
 DEFAULT_CHUNK_MS = 100
-CLOSE_GRACE = 0.5  # seconds close() still gives the threads once close_timeout has passed and the socket is shut
 
 _session_numbers = itertools.count(1)
 
@@ -390,85 +388,7 @@ class AvatarSession:
         other thread ``close()`` returns after ``on_close``; from inside a callback it returns at once and the
         dispatcher finishes when the callback returns. A user's ``close()`` is never reported to ``on_error``.
         """
-        core = self._core
-        if core.forked():
-            self._close_in_forked_child()
-            return
-        deadline = Deadline(core.options.close_timeout)
-        with core.lock:
-            left = core.lifecycle.request_close()
-            if left is not None:
-                core.changed.notify_all()
-                core.token = None
-            conn, reader, dispatcher, queue = core.conn, core.reader, core.dispatcher, core.queue
-            parked, core.parked = core.parked, None
-        if parked is not None:  # never started: let the parked reader thread go
-            parked.cancel()
-            parked.thread.join(deadline.remaining())
-        on_dispatcher = dispatcher is not None and dispatcher.is_current()
-        if left in (State.NEW, State.INITIALIZED):
-            core.finish()
-            return
-        if left in (State.STARTING, State.RECONNECTING):
-            core.wake.set()  # cut a reconnect's backoff short
-            if conn is not None:
-                conn.shutdown()  # cut the handshake short: start() (or the reconnect) fails and finishes the close
-        if left is not State.STARTED:
-            # Another thread finishes the session (start(), the reconnect, or an earlier close): wait for the end.
-            if not on_dispatcher and threading.get_ident() != core.finisher:
-                core.closed.wait(deadline.remaining())
-                if left is State.RECONNECTING and dispatcher is not None:
-                    dispatcher.join(deadline.remaining())
-                    core.warn_if_running(dispatcher.name, dispatcher.is_alive())
-            return
-        assert conn is not None and reader is not None and dispatcher is not None and queue is not None
-        queue.release()  # a reader blocked on a full queue goes on, to read the close reply
-        self._close_started(conn, reader, dispatcher, deadline, on_dispatcher)
-
-    def _close_started(
-        self,
-        conn: Connection,
-        reader: threading.Thread,
-        dispatcher: Dispatcher[StreamEnd],
-        deadline: Deadline,
-        on_dispatcher: bool,
-    ) -> None:
-        """close() of a started session: the closing handshake within ``deadline``, then the threads' ends."""
-        core = self._core
-        logger.debug("session #%d: closing", core.number)
-        grace = deadline.extended(CLOSE_GRACE)
-        if self._sender.lock.acquire(timeout=deadline.lock_timeout()):
-            try:
-                if conn.end is None:
-                    conn.send_close(CLOSE_NORMAL, timeout=deadline.remaining())
-            finally:
-                self._sender.lock.release()
-        else:  # a send is blocked on a server that is not reading: cut it (it raises), as the close cannot go out
-            logger.debug("session #%d: a send is blocked; shutting the socket down", core.number)
-            conn.shutdown()
-        reader.join(deadline.remaining())
-        if reader.is_alive():
-            logger.debug(
-                "session #%d: no close reply within %ss; shutting the socket down",
-                core.number,
-                core.options.close_timeout,
-            )
-            conn.shutdown()
-            reader.join(grace.remaining())
-        if not on_dispatcher:
-            dispatcher.join(grace.remaining() if deadline.passed() else deadline.remaining())
-            core.warn_if_running(reader.name, reader.is_alive())
-            core.warn_if_running(dispatcher.name, dispatcher.is_alive())
-
-    def _close_in_forked_child(self) -> None:
-        """close() in a child of the process that made the session: release this process's copy of the socket
-        without a close frame or a shutdown (either would end the parent's connection); no callbacks. No lock
-        is taken: one held by a parent thread at the fork stays held forever in the child."""
-        core = self._core
-        core.lifecycle.abandon()
-        conn, core.conn = core.conn, None
-        if conn is not None:
-            conn.release_copy()
+        close_session(self._core, self._sender.lock)
 
     def __enter__(self) -> AvatarSession:
         try:
