@@ -45,19 +45,26 @@ class RequestLedger:
 
     # ------------------------------------------------------------------ senders (send lock held)
 
-    def chunk_target(self, req_id: Optional[str], op: str, phase: str) -> str:
-        """The request the next audio chunk belongs to: a pull request's ``req_id``, or (``None``) the current
-        request or a new one, which becomes current.
+    def check_cut(self, req_id: Optional[str], phase: str) -> None:
+        """Before a chunk of ``req_id`` (a pull request's; ``None``: the current request): raise if a drop cut
+        that request off (the next chunk then starts a new one).
 
         Raises:
-            AvatarSDKError: that request was cut off by a drop (the next chunk then starts a new one).
-            ValueError: ``req_id`` is over (its end was sent, or it was interrupted).
+            AvatarSDKError: the request was cut off; its frames will not come.
         """
         named = self.current if req_id is None else req_id
         if named is not None and named in self._cut:
             if self.current == named:
                 self.current = None
             raise self.cut_error(named, phase)
+
+    def chunk_target(self, req_id: Optional[str], op: str) -> str:
+        """The request the next audio chunk belongs to: a pull request's ``req_id``, or (``None``) the current
+        request or a new one, which becomes current (and the most recent).
+
+        Raises:
+            ValueError: ``req_id`` is over (its end was sent, or it was interrupted).
+        """
         if req_id is None:
             self.current = req_id = self.current or generate_log_id()
         elif self.current != req_id:

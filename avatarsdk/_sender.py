@@ -105,8 +105,9 @@ class Sender:
         data = self.audio.check(audio, end)
         ledger = self._core.ledger
         deadline = Deadline(self._core.options.send_timeout)
-        conn, target = self._take(op, deadline, lambda: ledger.chunk_target(req_id, op, PHASE_WEBSOCKET_SEND))
+        conn, _ = self._take(op, deadline, lambda: ledger.check_cut(req_id, PHASE_WEBSOCKET_SEND))
         try:
+            target = ledger.chunk_target(req_id, op)
             first = not ledger.has_audio
             payload = self.audio.payload(data, end, first)
             encoded = None

@@ -163,6 +163,29 @@ def unused_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0, interval: float = 0.002) -> Any:
+    """Re-check ``predicate`` until it returns something true (returned); ``timeout`` is only an upper bound. For
+    conditions nothing notifies (the SDK's public state); wait on a notification wherever there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def loopback_buffering() -> int:
+    """The most bytes the kernel may buffer on one loopback TCP connection (receive plus send autotuning
+    limits); 64 MiB where the limits cannot be read."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_rmem") as rmem, open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
+            return int(rmem.read().split()[2]) + int(wmem.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 64 << 20
+
+
 def optional(value: Optional[Any]) -> Any:
     assert value is not None
     return value

@@ -157,6 +157,54 @@ def test_a_server_error_then_its_close_is_reported_once_and_reconnects(
     assert [(e.code, e.server_code) for e in recorder.errors] == [(AvatarSDKErrorCode.upstreamError, "4503")]
 
 
+def test_the_error_a_reconnect_follows_carries_the_close_of_its_server_error(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder, events: Events
+) -> None:
+    reconnecting(make_session, events)
+    conn = service.wait_for_connection(0)
+    conn.send_error(4002, "maximum session duration")
+    conn.close(4002, "session timeout")
+    done = events.wait(ReconnectState.reconnected)
+    assert len(recorder.errors) == 1
+    err = recorder.errors[0]
+    assert (err.server_code, err.close_code, err.close_reason) == ("4002", 4002, "session timeout")
+    assert done.cause is err
+
+
+def test_senders_waiting_for_a_reconnect_each_wait_their_own_send_timeout(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder, events: Events
+) -> None:
+    """A reconnect backing off for 4 s and send_timeout=1: four threads calling send_audio() at the same moment
+    each give up after about 1 s (none waits for another's turn), with a retryable error."""
+    slow = ReconnectPolicy(initial_delay=4.0, max_delay=4.0, jitter=0.0, max_attempts=1)
+    session = reconnecting(make_session, events, slow, send_timeout=1.0)
+    service.wait_for_connection(0).drop()
+    events.wait(ReconnectState.reconnecting)
+    start = threading.Barrier(4)
+    took: List[float] = []
+    errors: List[AvatarSDKError] = []
+
+    def send() -> None:
+        start.wait(5)
+        began = time.monotonic()
+        try:
+            session.send_audio(pcm(0.02))
+        except AvatarSDKError as err:
+            errors.append(err)
+        took.append(time.monotonic() - began)
+
+    senders = [threading.Thread(target=send, name=f"test-sender-{i}") for i in range(4)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(10)
+    assert len(took) == 4 and max(took) < 1.8, sorted(took)
+    assert [(e.code, e.retryable) for e in errors] == [(AvatarSDKErrorCode.connectionClosed, True)] * 4
+    began = time.monotonic()
+    session.close()  # cuts the backoff short
+    assert time.monotonic() - began < 2
+
+
 def test_a_user_close_never_reconnects(
     service: FakeAvatarService, make_session: MakeSession, recorder: Recorder, events: Events
 ) -> None:

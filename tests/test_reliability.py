@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 from _connect_proxy import ConnectProxy
-from conftest import Recorder, pcm, started
+from conftest import Recorder, loopback_buffering, pcm, started, wait_until
 
 import avatarsdk
 from avatarsdk import AvatarSDKErrorCode, AvatarSession, InsecureTransportWarning, SessionTokenError, new_avatar_session
 from avatarsdk.testing import FakeAvatarService, FaultProxy
 
 MakeSession = Callable[..., AvatarSession]
+RECV_BLOCK = 64 * 1024  # the most bytes the reader takes from the socket at once
 
 
 def avatarsdk_threads() -> List[str]:
@@ -280,16 +281,6 @@ def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarSe
 # --------------------------------------------------------------------------------------- back-pressure
 
 
-def _loopback_buffering() -> int:
-    """The most bytes the kernel may buffer on one loopback TCP connection (receive plus send autotuning
-    limits); 64 MiB where the limits cannot be read."""
-    try:
-        with open("/proc/sys/net/ipv4/tcp_rmem") as rmem, open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
-            return int(rmem.read().split()[2]) + int(wmem.read().split()[2])
-    except (OSError, ValueError, IndexError):
-        return 64 << 20
-
-
 def test_a_slow_consumer_holds_back_the_stream_without_losing_frames(
     make_session: MakeSession, recorder: Recorder
 ) -> None:
@@ -297,7 +288,7 @@ def test_a_slow_consumer_holds_back_the_stream_without_losing_frames(
     back on the server) and every frame arrives, once and in order. The stream is sized past everything the
     kernel can buffer on the connection, so the server must be held back."""
     size = 16000
-    count = (_loopback_buffering() + (8 << 20)) // size
+    count = (loopback_buffering() + (8 << 20)) // size
     release = threading.Event()
     seen: List[bytes] = []
 
@@ -321,5 +312,92 @@ def test_a_slow_consumer_holds_back_the_stream_without_losing_frames(
         finally:
             release.set()
         conn.wait_for(lambda: len(conn.sent) == count, timeout=60)
+        session.close()
+    assert seen == conn.sent_frames()
+
+
+def test_the_queue_is_bounded_by_bytes_as_well_as_by_messages(make_session: MakeSession) -> None:
+    """max_queued_bytes: with 16 KiB frames and a callback that stopped, the messages waiting for the callbacks
+    stay within the byte bound (plus one read block), far below what max_queued_frames alone would let wait
+    (4096 of them: 64 MiB); the server is held back by TCP and nothing is lost."""
+    size, bound = 16000, 256 * 1024
+    count = (loopback_buffering() + (8 << 20)) // size
+    release = threading.Event()
+    seen: List[bytes] = []
+
+    def stopped(frame: bytes, last: bool) -> None:
+        release.wait(30)
+        seen.append(frame)
+
+    with FakeAvatarService(frames_per_request=count, frame_size=size) as svc:
+        session = make_session(**svc.session_kwargs(transport_frames=stopped), max_queued_bytes=bound)
+        try:
+            session.init()
+            session.start()
+            session.send_audio(pcm(0.04), end=True)
+            conn = svc.wait_for_connection(0)
+            conn.wait_for(lambda: len(conn.sent) > bound // size)
+            with pytest.raises(TimeoutError):  # the server cannot get everything out
+                conn.wait_for(lambda: len(conn.sent) == count, timeout=1.0)
+            backlog = session.backlog
+            assert (bound - RECV_BLOCK) // size - 1 <= backlog.messages <= (bound + RECV_BLOCK) // size + 1, backlog
+            assert backlog.bytes <= bound + RECV_BLOCK + size, backlog
+        finally:
+            release.set()
+        conn.wait_for(lambda: len(conn.sent) == count, timeout=60)
+        session.close()
+    assert seen == conn.sent_frames()
+
+
+def test_the_default_byte_bound_holds_a_few_mebibytes(make_session: MakeSession) -> None:
+    """Without options: 4 MiB of 16 KiB frames wait at most (4096 messages alone would be 64 MiB)."""
+    size = 16000
+    count = (loopback_buffering() + (12 << 20)) // size
+    release = threading.Event()
+
+    with FakeAvatarService(frames_per_request=count, frame_size=size) as svc:
+        session = make_session(**svc.session_kwargs(transport_frames=lambda frame, last: release.wait(30)))
+        try:
+            session.init()
+            session.start()
+            session.send_audio(pcm(0.04), end=True)
+            conn = svc.wait_for_connection(0)
+            conn.wait_for(lambda: len(conn.sent) > (4 << 20) // size)
+            with pytest.raises(TimeoutError):
+                conn.wait_for(lambda: len(conn.sent) == count, timeout=1.0)
+            assert session.backlog.bytes <= (4 << 20) + RECV_BLOCK + size, session.backlog
+        finally:
+            release.set()
+        conn.wait_for(lambda: len(conn.sent) == count, timeout=120)
+        session.close()
+
+
+def test_a_message_larger_than_the_byte_bound_still_passes_alone(make_session: MakeSession) -> None:
+    """A bound smaller than one message: each message still gets through, alone (with at most what the same
+    read block completed), in order, none lost."""
+    gate, done = threading.Event(), threading.Event()
+    seen: List[bytes] = []
+
+    def first_waits(frame: bytes, last: bool) -> None:
+        if not seen:
+            gate.wait(30)
+        seen.append(frame)
+        if last:
+            done.set()
+
+    with FakeAvatarService(frames_per_request=8, frame_size=50_000) as svc:
+        session = make_session(**svc.session_kwargs(transport_frames=first_waits), max_queued_bytes=10_000)
+        session.init()
+        session.start()
+        session.send_audio(pcm(0.04), end=True)
+        conn = svc.wait_for_connection(0)
+        try:
+            conn.wait_for(lambda: len(conn.sent) >= 3)
+            wait_until(lambda: session.backlog.messages >= 1, "a message waiting")
+            samples = [session.backlog for _ in range(200)]
+            assert all(b.messages <= 2 for b in samples), max(samples)
+        finally:
+            gate.set()
+        assert done.wait(10)
         session.close()
     assert seen == conn.sent_frames()

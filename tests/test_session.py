@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
 import io
 import logging
 import re
+import socket
 import threading
 import time
 import wave
 from typing import Any, Callable, Dict, List
 
 import pytest
-from conftest import CLOSE_CODE_ERRORS, Recorder, pcm, started, unused_port
+from conftest import CLOSE_CODE_ERRORS, Recorder, pcm, started, unused_port, wait_until
 
 from avatarsdk import (
     AgoraEgressConfig,
@@ -35,6 +38,7 @@ from avatarsdk.testing import (
     animation_frame,
     jsonapi_error,
 )
+from avatarsdk.testing.wire import ws_frame
 
 MakeSession = Callable[..., AvatarSession]
 REQ_ID = re.compile(r"^\d{14}_[A-Za-z0-9_-]{12}$")
@@ -474,6 +478,59 @@ def test_server_error_then_same_close_code_is_reported_once(
     assert recorder.events == ["error:sessionDurationExceeded", "close"]
 
 
+@pytest.mark.parametrize(("close_code", "code", "retryable"), [c for c in CLOSE_CODE_ERRORS if c[0] != 1008])
+def test_a_server_error_announcing_a_close_is_one_error_with_both_codes(
+    service: FakeAvatarService,
+    make_session: MakeSession,
+    recorder: Recorder,
+    close_code: int,
+    code: AvatarSDKErrorCode,
+    retryable: bool,
+) -> None:
+    """The service sends a ServerError whose code is a close code, then closes with that code and a reason: the
+    one error reported carries the server's code and text and the close's code and reason, and so does what a
+    later call raises."""
+    session = started(make_session)
+    conn = service.wait_for_connection(0)
+    conn.send_error(close_code, "the server's own words")
+    conn.close(close_code, "the close's reason")
+    recorder.wait_closed()
+    assert recorder.events == [f"error:{code.value}", "close"]
+    err = recorder.errors[0]
+    assert (err.server_code, err.server_detail, err.close_code, err.close_reason, err.retryable) == (
+        str(close_code),
+        "the server's own words",
+        close_code,
+        "the close's reason",
+        retryable,
+    )
+    with pytest.raises(AvatarSDKError) as info:
+        session.send_audio(pcm(0.02))
+    assert (info.value.server_code, info.value.close_code, info.value.code) == (str(close_code), close_code, code)
+
+
+def test_a_close_that_comes_long_after_its_server_error_is_not_reported_again(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    """The ServerError is reported without waiting for a close that has not come; when the close does come, it
+    is the same fault: not reported again, and what a later call raises carries both codes."""
+    session = started(make_session)
+    conn = service.wait_for_connection(0)
+    conn.send_error(4001, "credits exhausted")
+    err = recorder.wait_error()
+    assert (err.server_code, err.close_code) == ("4001", None)
+    conn.close(4001, "credits exhausted")
+    recorder.wait_closed()
+    assert recorder.events == ["error:creditsExhausted", "close"]
+    with pytest.raises(AvatarSDKError) as info:
+        session.send_audio(pcm(0.02))
+    assert (info.value.server_code, info.value.close_code, info.value.close_reason) == (
+        "4001",
+        4001,
+        "credits exhausted",
+    )
+
+
 def test_dropped_connection_is_connection_closed(
     service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
 ) -> None:
@@ -627,6 +684,94 @@ def test_close_does_not_wait_forever_for_a_server_that_stopped_reading(
     began = time.monotonic()
     session.close()
     assert time.monotonic() - began < 3
+    assert recorder.closes == 1 and recorder.errors == []
+
+
+class StalledIngress:
+    """An ingress that upgrades and confirms at once, then never reads again; its receive buffer is tiny, so a
+    client's send blocks as soon as its own socket buffer is full."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="stalled-ingress", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v2/driveningress"
+
+    def _serve(self) -> None:
+        try:
+            client, _ = self._listener.accept()
+        except OSError:
+            return
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
+            assert key is not None
+            accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            confirm = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
+            confirm.server_confirm_session.connection_id = "conn-stalled"
+            client.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + ws_frame(confirm.SerializeToString())
+            )
+            self._stop.wait(60)  # never reads again
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(5)
+
+
+def send_buffer_limit() -> int:
+    """The largest send buffer the kernel gives a TCP socket (64 MiB where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
+            return int(wmem.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 64 << 20
+
+
+def test_close_is_bounded_while_another_thread_is_blocked_in_a_send(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder
+) -> None:
+    """A server that stopped reading while a thread is in the middle of a large send: close() from another
+    thread returns within close_timeout (and a little); the blocked send raises at once, saying that close() cut
+    it; a user's close is no error."""
+    ingress = StalledIngress()
+    try:
+        session = started(make_session, ingress_endpoint_url=ingress.url, close_timeout=2.0, send_timeout=None)
+        chunk = bytes(send_buffer_limit() + (1 << 20))  # more than the socket can ever take: the send must block
+        failure: Dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                session.send_audio(chunk)
+            except AvatarSDKError as err:
+                failure.update(error=err, at=time.monotonic())
+
+        sender = threading.Thread(target=send, name="test-sender")
+        sender.start()
+        wait_until(lambda: session.current_req_id is not None, "the send to begin")  # it holds the connection
+        began = time.monotonic()
+        session.close()
+        took = time.monotonic() - began
+        sender.join(5)
+    finally:
+        ingress.close()
+    assert not sender.is_alive()
+    assert took < 2.0 + 1.0, f"close() took {took:.2f}s"
+    err = failure["error"]
+    assert (err.code, err.phase, err.retryable) == (AvatarSDKErrorCode.connectionClosed, "websocket_send", False)
+    assert "closed by close() while this send was blocked" in err.message
+    assert failure["at"] - began < took + 0.5  # at once: by the time close() returned
     assert recorder.closes == 1 and recorder.errors == []
 
 

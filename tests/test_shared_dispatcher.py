@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from conftest import FAST_RECONNECT, Recorder, in_forked_child, pcm, started
+from conftest import FAST_RECONNECT, Recorder, in_forked_child, pcm, started, wait_until
 
 from avatarsdk import (
     AvatarSession,
@@ -24,14 +24,6 @@ from avatarsdk import (
 from avatarsdk.testing import FakeAvatarService
 
 MakeSession = Callable[..., AvatarSession]
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Re-check ``predicate`` until it holds; ``timeout`` is only an upper bound."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
 
 
 def threads_named(prefix: str) -> List[threading.Thread]:

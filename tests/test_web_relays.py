@@ -18,16 +18,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
 import websocket
-from conftest import unused_port
+from conftest import unused_port, wait_until
 
 from avatarsdk import load_audio
 
@@ -43,20 +42,6 @@ Event = Tuple[str, Dict[str, Any]]
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def wait_until(
-    predicate: Callable[[], Any], what: str, timeout: float = CONDITION_TIMEOUT, interval: float = 0.02
-) -> Any:
-    """Re-check ``predicate`` until it returns something true (returned); ``timeout`` is only an upper bound."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def tone(seconds: float, rate: int = RATE, channels: int = 1) -> bytes:
