@@ -113,9 +113,9 @@ class RequestLedger:
         now on.
 
         Raises:
-            ValueError: another request is still open (its end not sent yet).
+            ValueError: another request is still open (its end not sent yet; one a drop cut off is gone).
         """
-        if self.current is not None:
+        if self.current is not None and self.current not in self._cut:
             raise ValueError(
                 f"{op}(): request {self.current} is still open; send its end=True chunk or interrupt() it first"
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import List
+from typing import List, Optional
 
 import pytest
 
@@ -14,6 +14,12 @@ from avatarsdk.request import RequestInbox
 
 LOG_ID = re.compile(r"^\d{14}_[-_0-9a-zA-Z]{12}$")
 SEND = "websocket_send"
+
+
+def chunk_for(ledger: RequestLedger, req_id: Optional[str], op: str, phase: str) -> str:
+    """What the send path does for a chunk: the cut-off check, then the request it belongs to."""
+    ledger.check_cut(req_id, phase)
+    return ledger.chunk_target(req_id, op)
 
 
 def drop_error(**fields: object) -> AvatarSDKError:
@@ -35,7 +41,7 @@ def drop_error(**fields: object) -> AvatarSDKError:
 
 def sent(ledger: RequestLedger, *, end: bool, req_id: object = None) -> str:
     """One chunk sent by a sender: its target, then ``chunk_sent``."""
-    target = ledger.chunk_target(req_id, "send", SEND)  # type: ignore[arg-type]
+    target = chunk_for(ledger, req_id, "send", SEND)  # type: ignore[arg-type]
     ledger.chunk_sent(target, end)
     return target
 
@@ -79,7 +85,7 @@ def test_the_bounds() -> None:
 
 def test_the_first_chunk_starts_a_new_request() -> None:
     ledger = RequestLedger()
-    req_id = ledger.chunk_target(None, "send", SEND)
+    req_id = chunk_for(ledger, None, "send", SEND)
     assert LOG_ID.match(req_id), req_id
     assert ledger.current == req_id
     assert ledger.last == req_id
@@ -90,7 +96,7 @@ def test_the_next_chunks_belong_to_the_current_request() -> None:
     ledger = RequestLedger()
     first = sent(ledger, end=False)
     assert ledger.has_audio is True
-    assert ledger.chunk_target(None, "send", SEND) == first
+    assert chunk_for(ledger, None, "send", SEND) == first
     assert ledger.current == first
 
 
@@ -100,7 +106,7 @@ def test_the_end_closes_the_request_and_the_next_chunk_starts_another() -> None:
     assert ledger.current is None
     assert ledger.last == first
     assert ledger.has_audio is False
-    second = ledger.chunk_target(None, "send", SEND)
+    second = chunk_for(ledger, None, "send", SEND)
     assert second != first
     assert LOG_ID.match(second)
     assert (ledger.current, ledger.last) == (second, second)
@@ -110,7 +116,7 @@ def test_a_named_request_must_be_the_current_one() -> None:
     ledger = RequestLedger()
     ledger.open("open_request", "pull-1", RequestInbox("pull-1"))
     ledger.last = None
-    assert ledger.chunk_target("pull-1", "send", SEND) == "pull-1"
+    assert chunk_for(ledger, "pull-1", "send", SEND) == "pull-1"
     assert ledger.last == "pull-1"
     assert ledger.current == "pull-1"
 
@@ -120,7 +126,7 @@ def test_a_named_request_that_is_over() -> None:
     ledger.open("open_request", "pull-1", RequestInbox("pull-1"))
     ledger.chunk_sent("pull-1", True)
     with pytest.raises(ValueError) as caught:
-        ledger.chunk_target("pull-1", "AvatarRequest.send", SEND)
+        chunk_for(ledger, "pull-1", "AvatarRequest.send", SEND)
     assert str(caught.value) == (
         "AvatarRequest.send(): request pull-1 is over (its end=True chunk was sent, or it was interrupted)"
     )
@@ -132,13 +138,13 @@ def test_a_named_request_while_another_is_current() -> None:
     ledger = RequestLedger()
     current = sent(ledger, end=False)
     with pytest.raises(ValueError, match=r"^send\(\): request other is over "):
-        ledger.chunk_target("other", "send", SEND)
+        chunk_for(ledger, "other", "send", SEND)
     assert (ledger.current, ledger.last) == (current, current)
 
 
 def test_chunk_target_does_not_track() -> None:
     ledger = RequestLedger(track=True)
-    ledger.chunk_target(None, "send", SEND)
+    chunk_for(ledger, None, "send", SEND)
     assert ledger.in_flight() == ()
 
 
@@ -213,7 +219,7 @@ def test_ended_by_client_of_the_current_request() -> None:
     assert ledger.has_audio is False
     assert ledger.last == req_id  # interrupt() may still name it
     assert ledger.in_flight() == ()
-    assert ledger.chunk_target(None, "send", SEND) != req_id
+    assert chunk_for(ledger, None, "send", SEND) != req_id
 
 
 def test_ended_by_client_of_another_request() -> None:
@@ -313,7 +319,7 @@ def test_frames_route_to_each_open_inbox() -> None:
         inbox = RequestInbox(name)
         inboxes.append(inbox)
         ledger.open("open_request", name, inbox)
-        ledger.chunk_sent(ledger.chunk_target(name, "send", SEND), True)
+        ledger.chunk_sent(chunk_for(ledger, name, "send", SEND), True)
     assert ledger.inboxes() == inboxes
     assert [ledger.inbox(name) for name in ("a", "b", "c")] == inboxes
     assert ledger.in_flight() == ("a", "b", "c")
@@ -388,7 +394,7 @@ def test_drop_cuts_the_requests_in_flight_and_the_current_one() -> None:
 def test_drop_adds_a_current_request_without_audio() -> None:
     ledger = RequestLedger(track=True)
     first = utterance(ledger)
-    current = ledger.chunk_target(None, "send", SEND)  # no chunk sent yet: not in flight
+    current = chunk_for(ledger, None, "send", SEND)  # no chunk sent yet: not in flight
     assert ledger.drop(drop_error()) == (first, current)
 
 
@@ -424,11 +430,11 @@ def test_a_later_drop_replaces_the_cut_requests() -> None:
     second = utterance(ledger)
     assert ledger.drop(drop_error(connection_id="conn-2")) == (second,)
     with pytest.raises(AvatarSDKError) as caught:
-        ledger.chunk_target(second, "send", SEND)
+        chunk_for(ledger, second, "send", SEND)
     assert caught.value.connection_id == "conn-2"
     # the first is no longer cut off: as a named request, it is merely over
     with pytest.raises(ValueError, match="is over"):
-        ledger.chunk_target(first, "send", SEND)
+        chunk_for(ledger, first, "send", SEND)
 
 
 # -------------------------------------------------------------------------------------------- cut_error
@@ -482,7 +488,7 @@ def test_the_next_chunk_of_a_cut_current_request_raises_then_a_new_one_starts() 
     req_id = sent(ledger, end=False)
     ledger.drop(drop_error())
     with pytest.raises(AvatarSDKError) as caught:
-        ledger.chunk_target(None, "send", SEND)
+        chunk_for(ledger, None, "send", SEND)
     error = caught.value
     assert error.req_id == req_id
     assert error.phase == SEND
@@ -490,7 +496,7 @@ def test_the_next_chunk_of_a_cut_current_request_raises_then_a_new_one_starts() 
     assert error.message == cut_message(req_id)
     assert ledger.current is None
     assert ledger.last == req_id  # unchanged by the failed chunk
-    fresh = ledger.chunk_target(None, "send", SEND)
+    fresh = chunk_for(ledger, None, "send", SEND)
     assert fresh != req_id
     assert (ledger.current, ledger.last) == (fresh, fresh)
 
@@ -501,7 +507,7 @@ def test_a_cut_pull_request_named_by_its_chunk() -> None:
     sent(ledger, end=False, req_id="pull-1")
     ledger.drop(drop_error())
     with pytest.raises(AvatarSDKError) as caught:
-        ledger.chunk_target("pull-1", "AvatarRequest.send", "websocket_runtime")
+        chunk_for(ledger, "pull-1", "AvatarRequest.send", "websocket_runtime")
     assert caught.value.req_id == "pull-1"
     assert caught.value.phase == "websocket_runtime"
     assert ledger.current is None
@@ -513,11 +519,11 @@ def test_a_cut_request_that_is_not_current_leaves_the_current_one() -> None:
     current = sent(ledger, end=False)
     ledger.drop(drop_error())
     with pytest.raises(AvatarSDKError) as caught:
-        ledger.chunk_target(first, "send", SEND)
+        chunk_for(ledger, first, "send", SEND)
     assert caught.value.req_id == first
     assert ledger.current == current  # still current: its own next chunk fails in turn
     with pytest.raises(AvatarSDKError) as caught:
-        ledger.chunk_target(None, "send", SEND)
+        chunk_for(ledger, None, "send", SEND)
     assert caught.value.req_id == current
     assert ledger.current is None
 
@@ -527,7 +533,7 @@ def test_a_named_request_that_was_not_cut_is_over_after_a_drop() -> None:
     current = sent(ledger, end=False)
     ledger.drop(drop_error())
     with pytest.raises(ValueError, match=r"^send\(\): request other is over "):
-        ledger.chunk_target("other", "send", SEND)
+        chunk_for(ledger, "other", "send", SEND)
     assert ledger.current == current
 
 
@@ -554,7 +560,7 @@ def test_an_interrupt_of_a_cut_current_request_only_ends_it_here() -> None:
     assert ledger.current is None
     assert ledger.last is None
     assert ledger.cut_off_control(ends_request=False, phase=SEND) is None  # nothing named any more
-    assert LOG_ID.match(ledger.chunk_target(None, "send", SEND))
+    assert LOG_ID.match(chunk_for(ledger, None, "send", SEND))
 
 
 def test_an_interrupt_of_a_cut_request_already_ended() -> None:
@@ -610,17 +616,24 @@ def test_new_request_ids_come_from_generate_log_id(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(_ledger, "generate_log_id", lambda: next(ids))
     ledger = RequestLedger()
     assert utterance(ledger) == "id-1"
-    assert ledger.chunk_target(None, "send", SEND) == "id-2"
+    assert chunk_for(ledger, None, "send", SEND) == "id-2"
 
 
 def test_open_after_a_drop_that_cut_the_current_request() -> None:
-    # As the ledger stands: the cut request is still the cursor's current one, so opening a pull request is
-    # refused as misuse (ValueError) until a chunk or an interrupt of the cut request clears it.
+    """A request cut off by a drop is gone with its connection: a pull request may open in its place (a network
+    fault is not the caller's misuse)."""
     ledger = RequestLedger(track=True)
     cut = sent(ledger, end=False)
     ledger.drop(drop_error())
-    with pytest.raises(ValueError, match=rf"^open_request\(\): request {cut} is still open; "):
-        ledger.open("open_request", "pull-1", RequestInbox("pull-1"))
-    assert ledger.cut_off_control(ends_request=True, phase=SEND) == cut  # interrupt() clears it
     ledger.open("open_request", "pull-1", RequestInbox("pull-1"))
-    assert ledger.current == "pull-1"
+    assert (ledger.current, ledger.last) == ("pull-1", "pull-1")
+    with pytest.raises(AvatarSDKError, match=f"request {cut} was cut off"):
+        chunk_for(ledger, cut, "send", SEND)  # the cut request itself still says why it is gone
+
+
+def test_open_while_a_request_is_open_is_refused_even_after_a_drop_that_did_not_cut_it() -> None:
+    ledger = RequestLedger(track=True)
+    ledger.drop(drop_error())  # nothing in flight: nothing cut
+    current = chunk_for(ledger, None, "send", SEND)  # a new request, no chunk sent yet
+    with pytest.raises(ValueError, match=rf"^open_request\(\): request {current} is still open; "):
+        ledger.open("open_request", "pull-1", RequestInbox("pull-1"))
