@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, Dict, List, Mapping, Optional, Tuple
 
 from .errors import AvatarSDKError
 from .logid import generate_log_id
@@ -169,6 +169,12 @@ class RequestLedger:
             self._ended.append(req_id)
             self._in_flight.pop(req_id, None)
         return True
+
+    @property
+    def routes(self) -> Mapping[str, RequestInbox]:
+        """The open pull requests' inboxes by ``req_id``, live: the dispatcher reads it once per frame, without
+        the lock (one dict read); only the ledger changes it."""
+        return self._inboxes
 
     def inbox(self, req_id: str) -> Optional[RequestInbox]:
         """The pull request following ``req_id`` (``None`` if none)."""

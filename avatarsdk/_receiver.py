@@ -33,22 +33,27 @@ class Receiver:
     def __init__(self, core: Core) -> None:
         self._core = core
         self._announced: Optional[AvatarSDKError] = None  # the reported server error that announced a close
+        # The hot path's lookups, made once (the session's configuration is its own copy, never changed).
+        self._ledger = core.ledger
+        self._transport_frames = core.config.transport_frames
+        self._inboxes = core.ledger.routes
         self.on_frame = core.ingress.frame_handler(self._deliver, self._other)
 
     def _deliver(self, data: bytes, req_id: str, last: bool) -> None:
-        core = self._core
-        if last and not core.ledger.frame_ended(req_id):  # egress mode can repeat a request's end
-            logger.debug("session #%d: repeated end of request %s ignored", core.number, req_id)
+        """An animation frame (the hot path: once per frame)."""
+        if last and not self._ledger.frame_ended(req_id):  # egress mode can repeat a request's end
+            logger.debug("session #%d: repeated end of request %s ignored", self._core.number, req_id)
             return
-        callback = core.config.transport_frames
+        callback = self._transport_frames
         if callback is not None:
             try:
                 callback(data, last)
             except Exception:
                 logger.exception("transport_frames callback raised; the session carries on")
-        inbox = core.ledger.inbox(req_id)
-        if inbox is not None:
-            inbox.push(data, last)
+        if self._inboxes:
+            inbox = self._inboxes.get(req_id)
+            if inbox is not None:
+                inbox.push(data, last)
 
     def _other(self, msg: _protocol.Decoded) -> None:
         """Messages other than animation frames (rare: not on the hot path)."""
