@@ -206,6 +206,7 @@ def test_a_dropped_or_closed_idle_session_is_never_lent(
     wait_until(lambda: pool.stats().discarded == 1 and pool.stats().idle == 2, what="the drop to be noticed")
     connection(service, first[2]).close(4002, "session time limit reached")
     wait_until(lambda: pool.stats().discarded == 2 and pool.stats().idle == 1, what="the close to be noticed")
+    recorder.wait_for(lambda: len(recorder.errors) == 2, what="both errors (the pool discards, then reports)")
     assert sorted(e.code.value for e in recorder.errors) == ["connectionClosed", "sessionDurationExceeded"]
     with contextlib.ExitStack() as stack:
         lent = [stack.enter_context(pool.session()) for _ in range(3)]
@@ -468,8 +469,9 @@ def test_close_waits_for_a_session_being_returned(service: FakeAvatarService, ma
 def test_close_lets_starts_in_flight_finish_and_closes_them_cleanly(service: FakeAvatarService) -> None:
     # The warm-up start and a borrower's start both wait 1.5 s for their tokens: a window wide enough for a
     # loaded machine to start the borrower while the warm-up start is still in flight.
-    for _ in range(2):
-        service.script_token(TokenReply(200, {"sessionToken": unused_token(service)}, delay=1.5))
+    # The tokens are issued first: a probe's token call made after a reply is scripted would take that reply.
+    for token in [unused_token(service), unused_token(service)]:
+        service.script_token(TokenReply(200, {"sessionToken": token}, delay=1.5))
     pool = SessionPool(**service.credentials(), max_size=2, min_idle=1)
     outcome: List[BaseException] = []
 

@@ -1,0 +1,291 @@
+"""The pool's lending state without I/O: which sessions are idle, lent, starting or closing, and who waits.
+
+:class:`LendingState` makes every decision of :class:`~avatarsdk.pool.SessionPool` that needs no I/O: whether
+an entry may be lent (:meth:`~LendingState.unfit`), what a borrower gets (an idle entry, a slot to start a new
+one in, or its turn to wait, first come first served), what becomes of a returned entry, which idle entries
+must go, when the maintenance thread warms one, what ``close()`` closes, and the counts of ``PoolStats``. It
+holds no lock (the pool calls it with its condition held), starts and closes nothing (it returns the entries
+its caller must start or close) and reads no clock (``now`` is a ``time.monotonic()`` value from the caller).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, Generic, List, Optional, Protocol, Set, Tuple, TypeVar
+
+ENDED = "the session has ended"
+DUE = "its token expires within refresh_margin"
+POOL_CLOSED = "the pool is closed"
+
+
+class _Session(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+
+S = TypeVar("S", bound=_Session)
+
+
+class Entry(Generic[S]):
+    """A session the pool owns, with what the pool knows about it."""
+
+    __slots__ = ("failure", "from_idle", "generation", "refresh_at", "session")
+
+    session: S  # set by the state's ``make`` as the entry is made
+
+    def __init__(self, refresh_at: float, generation: int) -> None:
+        self.refresh_at = refresh_at  # the monotonic time from which it is due for a new token
+        self.generation = generation  # the process generation it was made in
+        self.failure: Optional[str] = None  # why it must not be lent again (set by its callbacks)
+        self.from_idle = False  # lent from the idle set (not started for its borrower)
+
+    @property
+    def ended(self) -> bool:
+        """Its session has ended (the server, the network or ``close()`` ended it)."""
+        return self.session.closed
+
+    def due(self, now: float) -> bool:
+        """Its token expires within the refresh margin at ``now``."""
+        return now >= self.refresh_at
+
+
+Stale = List[Tuple[Entry[S], str]]  # entries taken out of the idle set, and why
+
+
+@dataclass
+class Step(Generic[S]):
+    """What a borrower or the maintenance thread does next, outside the lock (nothing set: wait)."""
+
+    stale: Stale[S] = field(default_factory=list)  # unfit idle entries to close (each then closed_one())
+    lent: Optional[Entry[S]] = None  # an idle entry, now lent to the borrower
+    start: Optional[Entry[S]] = None  # a new entry counted as starting: start it (then started() or start_failed())
+    wake: float = math.inf  # the maintenance thread: nothing to do before this time unless something changes
+
+
+class Fate(enum.Enum):
+    """What becomes of a returned entry (see :meth:`LendingState.give_back`)."""
+
+    KEPT = enum.auto()  # idle again
+    DISCARDED = enum.auto()  # unfit: counted as discarded and closing; close it, then closed_one()
+    CLOSE = enum.auto()  # the pool is closed: close it (not counted)
+    NOT_LENT = enum.auto()  # already returned: nothing to do
+
+
+class LendingState(Generic[S]):
+    """The entries of one pool in one process, its waiting borrowers and its counts.
+
+    Args:
+        max_size: Most entries at once: idle, lent, starting, and closing (discarded, not yet closed).
+        min_idle: Idle entries the maintenance thread keeps.
+        lifetime, margin: Seconds of each session's token, and how long before it expires the session is due.
+        generation: The process generation (``_fork.process_generation()``) the state belongs to.
+        make: Makes an entry's session (no I/O), called as the entry is made.
+        closed: The pool is closed already (a state made anew in a forked child).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        min_idle: int,
+        lifetime: float,
+        margin: float,
+        generation: int,
+        make: Callable[[Entry[S]], S],
+        closed: bool = False,
+    ) -> None:
+        self.max_size = max_size
+        self.min_idle = min_idle
+        self.lifetime = lifetime
+        self.margin = margin
+        self.generation = generation
+        self._make = make
+        self.closed = closed
+        self.idle: Deque[Entry[S]] = deque()  # the right end is the most recently returned (LIFO)
+        self.lent: Set[Entry[S]] = set()
+        self.starting: Set[Entry[S]] = set()
+        self.waiters: Deque[object] = deque()  # tickets of the borrowers waiting, first come first served
+        self.closing = 0  # discarded entries whose session's close() has not returned yet
+        self.created = self.discarded = self.waits = self.timeouts = self.failed = 0
+
+    # ------------------------------------------------------------------------------------ queries
+
+    def size(self) -> int:
+        """Entries counted against ``max_size``."""
+        return len(self.idle) + len(self.lent) + len(self.starting) + self.closing
+
+    def unfit(self, entry: Entry[S], now: float) -> Optional[str]:
+        """Why ``entry`` must not be lent at ``now`` (``None``: it may be)."""
+        if entry.failure is not None:
+            return entry.failure
+        if entry.ended:
+            return ENDED
+        if entry.due(now):
+            return DUE
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """Entries are lent, starting or closing (``close()`` waits for none to be)."""
+        return bool(self.lent or self.starting or self.closing)
+
+    def entries(self) -> List[Entry[S]]:
+        """Every entry idle, lent or starting."""
+        return [*self.idle, *self.lent, *self.starting]
+
+    def counts(self) -> Dict[str, int]:
+        """The fields of ``PoolStats``."""
+        return {
+            "idle": len(self.idle),
+            "in_use": len(self.lent),
+            "creating": len(self.starting),
+            "created": self.created,
+            "discarded": self.discarded,
+            "waits": self.waits,
+            "timeouts": self.timeouts,
+            "failed": self.failed,
+        }
+
+    # ----------------------------------------------------------------------------------- borrowing
+
+    def borrow(self, ticket: Optional[object], now: float) -> Step[S]:
+        """A borrower's turn (``ticket``: its place in the queue, ``None`` until it waits). Unless a borrower
+        is ahead of it: the most recently returned fit idle entry, lent (unfit ones are taken out on the way),
+        or else a new entry to start while there are fewer than ``max_size``. A borrower served leaves the
+        queue; one given nothing waits (:meth:`queue`), one given only stale entries closes them and asks again.
+        """
+        step: Step[S] = Step()
+        if self.waiters and self.waiters[0] is not ticket:
+            return step
+        while self.idle:
+            entry = self.idle.pop()
+            reason = self.unfit(entry, now)
+            if reason is None:
+                entry.from_idle = True
+                self.lent.add(entry)
+                step.lent = entry
+                break
+            self._discard(entry, reason, step.stale)
+        if step.lent is None and not step.stale and self.size() < self.max_size:
+            step.start = self._new_entry(now)
+        if (step.lent or step.start) and ticket is not None:
+            self.waiters.remove(ticket)
+        return step
+
+    def queue(self, ticket: Optional[object]) -> object:
+        """The borrower's ticket: ``ticket``, or a new one at the end of the queue (counted in ``waits``)."""
+        if ticket is None:
+            ticket = object()
+            self.waiters.append(ticket)
+            self.waits += 1
+        return ticket
+
+    def leave(self, ticket: object) -> None:
+        """A waiting borrower goes without a session (timeout, closed pool, interrupt)."""
+        self.waiters.remove(ticket)
+
+    def timed_out(self) -> str:
+        """A borrower gives up (counted in ``timeouts``); what held every slot, for its error."""
+        self.timeouts += 1
+        return (
+            f"{len(self.lent)} lent, {len(self.starting)} starting, {self.closing} closing;"
+            f" {len(self.waiters)} borrowers waiting"
+        )
+
+    # -------------------------------------------------------------------------------- starts, ends
+
+    def started(self, entry: Entry[S], *, lend: bool) -> bool:
+        """``entry``'s session started: lent (``lend``) or idle. ``False``: the pool was closed meanwhile, and
+        the caller closes it."""
+        self.starting.discard(entry)
+        if self.closed:
+            return False
+        self.created += 1
+        if lend:
+            self.lent.add(entry)
+        else:
+            self.idle.append(entry)
+        return True
+
+    def start_failed(self, entry: Entry[S]) -> None:
+        """Starting ``entry``'s session raised: its slot is free (counted in ``failed`` while the pool is open)."""
+        self.starting.discard(entry)
+        if not self.closed:
+            self.failed += 1
+
+    def give_back(self, entry: Entry[S], failure: Optional[str], now: float) -> Tuple[Fate, str]:
+        """A borrower returns ``entry`` (``failure``: why it must not be lent again); its fate, and why."""
+        if entry not in self.lent:
+            return Fate.NOT_LENT, ""
+        self.lent.discard(entry)
+        if self.closed:
+            return Fate.CLOSE, POOL_CLOSED
+        reason = failure or self.unfit(entry, now)
+        if reason is None:
+            self.idle.append(entry)
+            return Fate.KEPT, ""
+        self.discarded += 1
+        self.closing += 1
+        return Fate.DISCARDED, reason
+
+    def spoiled(self, entry: Entry[S], reason: str, *, ended: bool) -> bool:
+        """``entry``'s session reported an error or (``ended``) ended: it is never lent again. ``True`` if it was
+        idle and is taken out (discarded; unless it ended, also closing: the caller closes it)."""
+        if entry.failure is None:
+            entry.failure = reason
+        if entry not in self.idle:
+            return False
+        self.idle.remove(entry)
+        self.discarded += 1
+        if not ended:
+            self.closing += 1
+        return True
+
+    def closed_one(self) -> None:
+        """The session of a discarded entry (counted as closing) is closed: its slot is free."""
+        self.closing -= 1
+
+    # -------------------------------------------------------------------------- maintenance, close
+
+    def upkeep(self, now: float, retry_at: float) -> Step[S]:
+        """The maintenance thread's turn: the unfit idle entries to close, or else a new entry to warm (fewer
+        than ``min_idle`` idle and fewer than ``max_size`` in all, and ``now`` is past ``retry_at``, the end
+        of its backoff), or else the time to look again (the next refresh, or the end of the backoff)."""
+        step: Step[S] = Step()
+        for entry in list(self.idle):
+            reason = self.unfit(entry, now)
+            if reason is not None:
+                self.idle.remove(entry)
+                self._discard(entry, reason, step.stale)
+        if step.stale:
+            return step
+        step.wake = min((entry.refresh_at for entry in self.idle), default=math.inf)
+        if len(self.idle) < self.min_idle and self.size() < self.max_size:
+            if now >= retry_at:
+                step.start = self._new_entry(now)
+            else:
+                step.wake = min(step.wake, retry_at)
+        return step
+
+    def close(self) -> List[Entry[S]]:
+        """The pool closes: the idle entries, for the caller to close (lent ones are closed when returned)."""
+        self.closed = True
+        idle = list(self.idle)
+        self.idle.clear()
+        return idle
+
+    # ------------------------------------------------------------------------------------- private
+
+    def _new_entry(self, now: float) -> Entry[S]:
+        entry: Entry[S] = Entry(now + self.lifetime - self.margin, self.generation)
+        entry.session = self._make(entry)
+        self.starting.add(entry)
+        return entry
+
+    def _discard(self, entry: Entry[S], reason: str, stale: Stale[S]) -> None:
+        self.discarded += 1
+        self.closing += 1
+        stale.append((entry, reason))
