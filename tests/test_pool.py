@@ -17,7 +17,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import Recorder, in_forked_child, pcm
+from conftest import Recorder, in_forked_child, pcm, wait_until
 
 from avatarsdk import (
     AvatarSDKError,
@@ -35,15 +35,6 @@ from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk.testing import FakeAvatarService, FakeConnection, FakeRequest, TokenReply
 
 MakePool = Callable[..., SessionPool]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Re-check ``predicate`` until it holds; ``timeout`` is only an upper bound."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
 
 
 def interrupts(conn: FakeConnection) -> List[str]:
@@ -106,7 +97,7 @@ def test_sixteen_borrowers_share_four_sessions(service: FakeAvatarService, make_
                 frames = session.collect(pcm(0.2))
                 results.append((session.connection_id or "", frames))
                 # The first four keep their sessions until the other twelve are waiting for one.
-                wait_until(lambda: pool.stats().waits == 12, 10, "12 waiting borrowers")
+                wait_until(lambda: pool.stats().waits == 12, "12 waiting borrowers", 10)
         except BaseException as exc:
             errors.append(exc)
 
@@ -170,11 +161,11 @@ def test_sixteen_borrowers_with_a_dropped_session_and_an_expiring_token(recorder
         threads = [threading.Thread(target=borrower) for _ in range(16)]
         for t in threads:
             t.start()
-        wait_until(lambda: len(done) >= 12, 20, "12 utterances")
+        wait_until(lambda: len(done) >= 12, "12 utterances", 20)
         with lock:
             cid = next(c for c in reversed(list(sessions)) if not sessions[c].closed)
         connection(service, cid).drop()
-        wait_until(lambda: sessions[cid].closed, 5, "the pool's session to see the drop")
+        wait_until(lambda: sessions[cid].closed, "the pool's session to see the drop", 5)
         with lock:
             noticed = next(order)  # borrows numbered from here on came after the pool knew
         for t in threads:
@@ -203,7 +194,7 @@ def test_a_dropped_or_closed_idle_session_is_never_lent(
         first = [stack.enter_context(pool.session()).connection_id for _ in range(3)]
     assert pool.stats().idle == 3
     connection(service, first[1]).drop()  # cut without a close frame
-    wait_until(lambda: pool.stats().discarded == 1 and pool.stats().idle == 2, what="the drop to be noticed")
+    wait_until(lambda: pool.stats().discarded == 1 and pool.stats().idle == 2, "the drop to be noticed")
     connection(service, first[2]).close(4002, "session time limit reached")
     wait_until(lambda: pool.stats().discarded == 2 and pool.stats().idle == 1, what="the close to be noticed")
     recorder.wait_for(lambda: len(recorder.errors) == 2, what="both errors (the pool discards, then reports)")
