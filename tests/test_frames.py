@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import List, Union
+from typing import List, Optional, Union
 
 import pytest
 
@@ -127,3 +127,176 @@ def test_messages_before_a_fault_are_kept() -> None:
     with pytest.raises(FrameError) as info:
         parser.feed(frame(b"first") + frame(b"second") + frame(b"x" * 101))
     assert info.value.messages == [b"first", b"second"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Each check as soon as the bytes it needs are there (a server that then goes quiet must not hang us)
+# --------------------------------------------------------------------------------------------------
+
+
+def first_fault(parser: FrameParser, data: bytes) -> int:
+    """Feed ``data`` one byte at a time; the index of the byte whose feed() raised (-1: none did)."""
+    for i in range(len(data)):
+        try:
+            assert parser.feed(data[i : i + 1]) == []
+        except FrameError:
+            return i
+    return -1
+
+
+TOP_BIT_64 = bytes.fromhex("817f8080808080808080")  # a 64-bit length with its top bit set (RFC 6455 5.2)
+
+
+@pytest.mark.parametrize("limit", [None, 1000])
+def test_64_bit_length_with_the_top_bit_set_is_a_protocol_error(limit: Optional[int]) -> None:
+    with pytest.raises(FrameError) as info:
+        FrameParser(limit).feed(TOP_BIT_64)
+    assert info.value.close_code == 1002
+    assert str(info.value) == "64-bit payload length with the most significant bit set"
+
+
+@pytest.mark.parametrize("length", [1 << 63, (1 << 64) - 1])
+def test_64_bit_top_bit_is_refused_at_the_tenth_byte(length: int) -> None:
+    header = bytes([0x82, 127]) + length.to_bytes(8, "big")
+    assert first_fault(FrameParser(), header + b"payload") == 9
+    assert first_fault(FrameParser(1 << 20), header + b"payload") == 9
+
+
+def test_largest_64_bit_length_is_awaited_without_a_limit_and_refused_with_one() -> None:
+    header = bytes([0x82, 127]) + ((1 << 63) - 1).to_bytes(8, "big")
+    parser = FrameParser()
+    assert parser.feed(header + b"some of it") == []
+    assert parser.buffered == 20
+    with pytest.raises(FrameError) as info:
+        FrameParser(1 << 30).feed(header)
+    assert info.value.close_code == 1009
+
+
+# Headers that the first two bytes condemn, whatever follows: (bytes, what the error says).
+BAD_STARTS = [
+    ("ffff", "masked frame or reserved bits from the server"),
+    ("c27e", "masked frame or reserved bits from the server"),  # RSV1
+    ("a205", "masked frame or reserved bits from the server"),  # RSV2
+    ("9205", "masked frame or reserved bits from the server"),  # RSV3
+    ("82fe", "masked frame or reserved bits from the server"),
+    ("8285", "masked frame or reserved bits from the server"),
+    ("8f7e", "unknown control opcode 0xf"),
+    ("8b05", "unknown control opcode 0xb"),
+    ("837f", "unknown data opcode 0x3"),
+    ("8705", "unknown data opcode 0x7"),
+    ("0705", "unknown data opcode 0x7"),
+    ("897e", "fragmented or oversized control frame"),  # 126: a 16-bit length follows, so > 125 (or not minimal)
+    ("887f", "fragmented or oversized control frame"),
+    ("8a7e", "fragmented or oversized control frame"),
+    ("0900", "fragmented or oversized control frame"),
+    ("087d", "fragmented or oversized control frame"),
+    ("8005", "continuation frame without a message to continue"),
+    ("007e", "continuation frame without a message to continue"),
+    ("007f", "continuation frame without a message to continue"),
+]
+
+
+@pytest.mark.parametrize(("start", "message"), BAD_STARTS)
+def test_a_header_condemned_by_its_first_two_bytes_is_refused_at_the_second(start: str, message: str) -> None:
+    data = bytes.fromhex(start) + bytes(12)  # the rest of any header form, and some payload
+    parser = FrameParser(max_message_size=4)  # a 1009 would need more bytes: the 1002 comes first
+    assert first_fault(parser, data) == 1
+    with pytest.raises(FrameError) as info:
+        FrameParser().feed(bytes.fromhex(start))
+    assert info.value.close_code == 1002
+    assert str(info.value) == message
+
+
+def test_the_examples_from_two_bytes() -> None:
+    for start in ("ffff", "8f7e", "c27e", "82fe", "897e00c8"):
+        with pytest.raises(FrameError) as info:
+            FrameParser().feed(bytes.fromhex(start)[:2])
+        assert info.value.close_code == 1002, start
+
+
+@pytest.mark.parametrize("start", ["8205", "027e", "8105", "017f"])
+def test_a_new_data_frame_inside_a_fragmented_message_is_refused_at_its_second_byte(start: str) -> None:
+    parser = FrameParser()
+    assert parser.feed(frame(b"ab", fin=False)) == []
+    assert first_fault(parser, bytes.fromhex(start) + bytes(12)) == 1
+    parser = FrameParser()
+    with pytest.raises(FrameError) as info:
+        parser.feed(frame(b"ab", fin=False) + bytes.fromhex(start))
+    assert info.value.close_code == 1002
+    assert str(info.value) == "new message before the fragmented one ended"
+
+
+def test_a_continuation_after_a_finished_fragmented_message_is_refused_at_its_second_byte() -> None:
+    parser = FrameParser()
+    assert parser.feed(frame(b"ab", fin=False) + frame(b"cd", 0)) == [b"abcd"]
+    assert first_fault(parser, frame(b"ef", 0)) == 1
+
+
+@pytest.mark.parametrize(
+    ("size", "fault_at"),
+    [(5, 1), (125, 1), (126, 3), (65535, 3), (65536, 9)],  # the byte that completes the length
+)
+def test_a_continuation_growing_the_message_past_the_limit_is_refused_from_its_header(size: int, fault_at: int) -> None:
+    limit = 6 + size - 1
+    parser = FrameParser(max_message_size=limit)
+    assert parser.feed(frame(b"123456", fin=False)) == []
+    header = frame(bytes(size), 0)[: {1: 2, 3: 4, 9: 10}[fault_at]]
+    assert first_fault(parser, header) == fault_at
+    with pytest.raises(FrameError) as info:
+        FrameParser(max_message_size=limit).feed(frame(b"123456", fin=False) + header)
+    assert info.value.close_code == 1009
+    assert str(info.value) == f"fragmented message of {6 + size} bytes exceeds the {limit}-byte limit"
+
+
+def test_a_continuation_reaching_exactly_the_limit_is_accepted() -> None:
+    parser = FrameParser(max_message_size=12)
+    stream = frame(b"1234", fin=False) + frame(b"5678", 0, fin=False) + frame(b"9abc", 0)
+    assert feed_in_pieces(parser, stream, random.Random(3)) == [b"123456789abc"]
+    with pytest.raises(FrameError) as info:
+        FrameParser(max_message_size=11).feed(stream)
+    assert str(info.value) == "fragmented message of 12 bytes exceeds the 11-byte limit"
+
+
+def test_oversized_message_error_says_the_size_and_the_limit() -> None:
+    with pytest.raises(FrameError) as info:
+        FrameParser(max_message_size=1000).feed(frame(b"k" * 1001)[:4])
+    assert str(info.value) == "message of 1001 bytes exceeds the 1000-byte limit"
+
+
+def test_the_length_checks_come_at_the_byte_that_completes_the_length() -> None:
+    assert first_fault(FrameParser(1000), frame(b"k" * 1001)) == 3
+    assert first_fault(FrameParser(70_000), frame(b"k" * 70_001)) == 9
+    assert first_fault(FrameParser(100), frame(b"k" * 101)) == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (bytes.fromhex("c27e"), 1002),
+        (bytes.fromhex("8f"), None),  # half a header: nothing to refuse yet, nothing lost
+        (TOP_BIT_64, 1002),
+        (bytes.fromhex("897e00c8"), 1002),
+        (frame(b"x", opcode=0)[:2], 1002),
+    ],
+    ids=["rsv1", "half-a-header", "64-bit-top-bit", "long-ping", "orphan-continuation"],
+)
+def test_messages_before_an_early_fault_are_kept(bad: bytes, code: Optional[int]) -> None:
+    good = frame(b"first") + frame(b"!", OP_PING) + frame(b"second")
+    expected = [b"first", b"!", b"second"]
+    if code is None:
+        assert [m if isinstance(m, bytes) else m.payload for m in FrameParser().feed(good + bad)] == expected
+        return
+    with pytest.raises(FrameError) as info:
+        FrameParser().feed(good + bad)
+    assert info.value.close_code == code
+    assert [m if isinstance(m, bytes) else m.payload for m in info.value.messages] == expected
+
+
+def test_messages_before_an_early_fault_in_a_later_feed_are_kept() -> None:
+    big = frame(b"0123456789")
+    parser = FrameParser(max_message_size=10)
+    assert parser.feed(big[:5]) == []
+    with pytest.raises(FrameError) as info:
+        parser.feed(big[5:] + frame(b"next") + frame(b"12345", fin=False) + frame(b"678901", 0)[:2])
+    assert info.value.close_code == 1009
+    assert info.value.messages == [b"0123456789", b"next"]
