@@ -140,7 +140,7 @@ class FrameParser:
             raise
         self._needed = needed
         self._buffered = end - pos
-        self._buffer = (data[pos:] if pos else data) if pos < end else b""
+        self._buffer = data[pos:]  # b"" when all of it was used; data itself when none was (bytes: no copy)
         return out
 
     def _check_start(self, b0: int, b1: int) -> None:

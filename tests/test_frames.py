@@ -300,3 +300,122 @@ def test_messages_before_an_early_fault_in_a_later_feed_are_kept() -> None:
         parser.feed(big[5:] + frame(b"next") + frame(b"12345", fin=False) + frame(b"678901", 0)[:2])
     assert info.value.close_code == 1009
     assert info.value.messages == [b"0123456789", b"next"]
+
+
+# --------------------------------------------------------------------------------------------------
+# State the caller sees, close frame bodies, and the boundaries of each rule
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_new_parser_holds_nothing_and_has_seen_no_control() -> None:
+    parser = FrameParser()
+    assert parser.buffered == 0
+    assert parser.saw_control is False
+    assert parser.feed(frame(b"bin") + frame(b"ary")) == [b"bin", b"ary"]
+    assert parser.saw_control is False  # binary messages only
+
+
+def test_a_text_message_alone_sets_saw_control() -> None:
+    parser = FrameParser()
+    out = parser.feed(frame(b"hello", OP_TEXT))
+    assert [(m.opcode, m.payload) for m in out if isinstance(m, Control)] == [(OP_TEXT, b"hello")]
+    assert parser.saw_control is True
+
+
+def test_a_frame_error_made_elsewhere_carries_no_messages() -> None:
+    err = FrameError("bad")
+    assert (str(err), err.close_code, err.messages) == ("bad", 1002, [])
+
+
+@pytest.mark.parametrize("opcode", [OP_TEXT, 2])
+def test_a_fragmented_message_is_counted_while_open_and_released_whole(opcode: int) -> None:
+    parser = FrameParser()
+    assert parser.feed(frame(b"abc", opcode, fin=False)) == []
+    assert parser.buffered == 3
+    assert parser.feed(frame(b"de", 0, fin=False) + frame(b"f", 0)[:1]) == []
+    assert parser.buffered == 6  # 5 bytes of fragments, 1 byte of the next frame's header
+    out = parser.feed(frame(b"f", 0)[1:])
+    assert parser.buffered == 0
+    if opcode == OP_TEXT:
+        assert [(m.opcode, m.payload) for m in out if isinstance(m, Control)] == [(OP_TEXT, b"abcdef")]
+    else:
+        assert out == [b"abcdef"]
+    assert parser.feed(frame(b"gh", opcode, fin=False) + frame(b"i", 0)) != []  # a second one after it
+    assert parser.buffered == 0
+
+
+def test_a_control_frame_inside_a_fragmented_message_counts_against_the_limit_alone() -> None:
+    parser = FrameParser(max_message_size=10)
+    stream = frame(b"12345678", fin=False) + frame(b"pingpayload"[:5], OP_PING) + frame(b"90", 0)
+    out = parser.feed(stream)
+    assert [m.payload for m in out if isinstance(m, Control)] == [b"pingp"]
+    assert out[-1] == b"1234567890"
+
+
+@pytest.mark.parametrize("opcode", [OP_PING, OP_PONG])
+def test_a_control_frame_of_125_bytes_is_accepted(opcode: int) -> None:
+    out = FrameParser().feed(frame(b"c" * 125, opcode))
+    assert [(m.opcode, m.payload) for m in out if isinstance(m, Control)] == [(opcode, b"c" * 125)]
+
+
+def test_a_masked_frame_with_an_empty_payload_is_refused() -> None:
+    with pytest.raises(FrameError, match="masked"):
+        FrameParser().feed(bytes([0x82, 0x80]))
+
+
+@pytest.mark.parametrize("size", [126, 65535, 65536, 200_000])
+def test_a_frame_header_cut_right_after_an_earlier_frame(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data = frame(b"first") + frame(payload)
+    header_end = 7 + (4 if size < 1 << 16 else 10)
+    for cut in range(7, header_end + 1):  # anywhere in the second frame's header
+        parser = FrameParser()
+        assert parser.feed(data[:cut]) == [b"first"]
+        assert parser.feed(data[cut:]) == [payload]
+
+
+def test_a_half_read_64_bit_length_is_not_acted_on() -> None:
+    header = frame(bytes(1 << 20))[:10]  # its first 7 length bytes alone would read as 4096
+    parser = FrameParser(max_message_size=1000)
+    assert parser.feed(frame(b"ok") + header[:9]) == [b"ok"]
+    with pytest.raises(FrameError) as info:
+        parser.feed(header[9:])
+    assert str(info.value) == f"message of {1 << 20} bytes exceeds the 1000-byte limit"
+
+
+# Close codes an endpoint may send (RFC 6455 7.4): 1000-1003, 1007-1014, 3000-4999; the boundaries of each range.
+SENDABLE = [1000, 1001, 1002, 1003, 1007, 1008, 1011, 1013, 1014, 3000, 3001, 4000, 4998, 4999]
+NOT_SENDABLE = [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]
+
+
+@pytest.mark.parametrize("code", SENDABLE)
+def test_a_close_frame_with_a_sendable_code_is_delivered(code: int) -> None:
+    for body in (code.to_bytes(2, "big"), code.to_bytes(2, "big") + "bye ✓".encode()):
+        out = FrameParser().feed(frame(body, OP_CLOSE))
+        assert [(m.opcode, m.payload) for m in out if isinstance(m, Control)] == [(OP_CLOSE, body)]
+
+
+@pytest.mark.parametrize("code", NOT_SENDABLE)
+def test_a_close_frame_with_a_code_no_endpoint_may_send_is_refused(code: int) -> None:
+    with pytest.raises(FrameError) as info:
+        FrameParser().feed(frame(b"ok") + frame(code.to_bytes(2, "big") + b"reason", OP_CLOSE))
+    assert (str(info.value), info.value.close_code) == (f"close code {code} may not be sent", 1002)
+    assert info.value.messages == [b"ok"]
+
+
+def test_an_empty_close_frame_is_delivered() -> None:
+    out = FrameParser().feed(frame(b"", OP_CLOSE))
+    assert [(m.opcode, m.payload) for m in out if isinstance(m, Control)] == [(OP_CLOSE, b"")]
+
+
+def test_a_close_frame_with_a_1_byte_body_is_refused() -> None:
+    with pytest.raises(FrameError) as info:
+        FrameParser().feed(frame(b"\x03", OP_CLOSE))
+    assert (str(info.value), info.value.close_code) == ("close frame with a 1-byte body", 1002)
+
+
+@pytest.mark.parametrize("reason", [b"\xff", b"\xc3", b"ok\xff", b"\xe2\x9c"])
+def test_a_close_reason_that_is_not_utf8_is_refused_with_1007(reason: bytes) -> None:
+    with pytest.raises(FrameError) as info:
+        FrameParser().feed(frame(b"\x03\xe8" + reason, OP_CLOSE))
+    assert (str(info.value), info.value.close_code) == ("close reason is not UTF-8", 1007)
