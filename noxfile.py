@@ -11,6 +11,11 @@ Sessions:
 * ``lint``: ruff check, ruff format --check, mypy (strict; configured in setup.cfg [mypy]).
 * ``proto``: the committed ``avatarsdk/_proto`` modules match what the pinned protoc generates.
 * ``package``: wheel and sdist build, hold the data files, and the bare wheel imports without any extra.
+* ``mutation`` (on demand only: not in the default sessions, CI does not run it): mutation testing (mutmut 3) of
+  the I/O-free modules, each against its own unit tests, and a table of the scores (scripts/mutation.py, whose
+  MODULES table maps each module to its tests; docs/MUTATION.md). ``nox -s mutation -- avatarsdk/_frames.py``
+  runs some modules; ``-- --sample 100 --seed 1 MODULE`` a seeded sample of a module's mutants. Offline, with
+  mutmut already installed: ``nox -s mutation --no-venv --no-install -- ...``.
 
 Interpreters are looked up by absolute path (an ``AVATARSDK_PYTHON39``-style override, the running
 interpreter, pyenv's versions folder, ``pyenv prefix``, then PATH), each candidate checked by running it:
@@ -208,6 +213,17 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", "--diff", *paths)
     session.run("mypy")  # files, strictness and overrides: [mypy] in setup.cfg
+
+
+# The mutmut release scripts/mutation.py is written against (it reads `mutmut results` and names mutants as it does).
+MUTMUT = "mutmut==3.8.1"
+
+
+@nox.session(python=find_python(NEWEST_PYTHON))
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the I/O-free modules against their own unit tests; arguments go to scripts/mutation.py."""
+    session.install("-e", ".[tests]", MUTMUT)
+    session.run("python", "scripts/mutation.py", *session.posargs)
 
 
 @nox.session(python=find_python(NEWEST_PYTHON))

@@ -54,6 +54,11 @@ Message = Union[bytes, Control]
 class FrameParser:
     """Incremental parser of server-to-client frames.
 
+    Every rule is checked as soon as the bytes it needs are there: what the first two bytes decide (reserved
+    bits, masking, opcode, a control frame's FIN bit and 7-bit length, a continuation without a message or a
+    new message inside one) at the second byte, the length's rules once the length is complete, the rest once
+    the frame is. A server that breaks a rule and then goes quiet is refused at once, not waited for.
+
     Args:
         max_message_size: Largest message (after reassembling fragments) accepted, in bytes; ``None`` for no
             limit. A larger one raises :class:`FrameError` with close code 1009 as soon as its header says so.
@@ -65,7 +70,7 @@ class FrameParser:
         self._chunks: List[bytes] = []  # more of it, joined only once the frame is complete
         self._buffered = 0
         self._needed = 0  # bytes the incomplete frame needs in all (0: its header is incomplete)
-        self._fragments: Optional[List[bytes]] = None  # a fragmented message being reassembled
+        self._fragments: List[bytes] = []  # a fragmented message being reassembled (empty: none is)
         self._fragments_opcode = OP_BINARY
         self._fragments_size = 0
         self.saw_control = False  # set by feed() when it returned a Control; the caller resets it
@@ -89,11 +94,16 @@ class FrameParser:
         end = len(data)
         needed = 0
         limit = self._max
+        fragmented = bool(self._fragments)
         try:
             while end - pos >= 2:
                 b0 = data[pos]
-                b1 = data[pos + 1]
-                size = b1 & 0x7F
+                size = data[pos + 1]
+                # A whole binary frame, unmasked, outside a fragmented message: the common case, no more checks.
+                other = b0 != 0x82 or size > 0x7F or fragmented
+                if other:
+                    self._check_start(b0, size)
+                # From here on size is the 7-bit length: the mask bit is 0.
                 if size < 126:
                     start = pos + 2
                 elif size == 126:
@@ -105,58 +115,69 @@ class FrameParser:
                     if end - pos < 10:
                         break
                     size = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                    if size >> 63:
+                        raise FrameError("64-bit payload length with the most significant bit set")
                     start = pos + 10
-                if b1 & 0x80 or b0 & 0x70:
-                    raise FrameError("masked frame or reserved bits from the server")
-                if limit is not None and size > limit:
-                    raise FrameError(f"message of {size} bytes exceeds the {limit}-byte limit", CLOSE_TOO_BIG)
+                if limit is not None:
+                    if size > limit:
+                        raise FrameError(f"message of {size} bytes exceeds the {limit}-byte limit", CLOSE_TOO_BIG)
+                    if fragmented and not b0 & 0x0F and self._fragments_size + size > limit:
+                        total = self._fragments_size + size
+                        message = f"fragmented message of {total} bytes exceeds the {limit}-byte limit"
+                        raise FrameError(message, CLOSE_TOO_BIG)
                 stop = start + size
                 if stop > end:
                     needed = stop - pos
                     break
-                if b0 == 0x82 and self._fragments is None:  # FIN + binary: the common case
-                    out.append(data[start:stop])
+                if other:
+                    self._frame(b0, data[start:stop], out)
+                    fragmented = bool(self._fragments)
                 else:
-                    self._frame(b0 & 0x80, b0 & 0x0F, data[start:stop], out)
+                    out.append(data[start:stop])
                 pos = stop
         except FrameError as exc:
             exc.messages = out
             raise
         self._needed = needed
         self._buffered = end - pos
-        self._buffer = (data[pos:] if pos else data) if pos < end else b""
+        self._buffer = data[pos:]  # b"" when all of it was used; data itself when none was (bytes: no copy)
         return out
 
-    def _frame(self, fin: int, opcode: int, payload: bytes, out: List[Message]) -> None:
+    def _check_start(self, b0: int, b1: int) -> None:
+        """Refuse a frame that its first two bytes condemn, whatever follows them."""
+        if b1 & 0x80 or b0 & 0x70:
+            raise FrameError("masked frame or reserved bits from the server")
+        opcode = b0 & 0x0F
         if opcode >= OP_CLOSE:
             if opcode > OP_PONG:
                 raise FrameError(f"unknown control opcode {opcode:#x}")
-            if not fin or len(payload) > 125:
+            if not b0 & 0x80 or b1 > 125:  # 126 and 127 announce a longer payload (or encode it non-minimally)
                 raise FrameError("fragmented or oversized control frame")
+        elif opcode == OP_CONTINUATION:
+            if not self._fragments:
+                raise FrameError("continuation frame without a message to continue")
+        elif opcode > OP_BINARY:
+            raise FrameError(f"unknown data opcode {opcode:#x}")
+        elif self._fragments:
+            raise FrameError("new message before the fragmented one ended")
+
+    def _frame(self, b0: int, payload: bytes, out: List[Message]) -> None:
+        """A complete frame that passed ``_check_start`` and the length checks."""
+        opcode = b0 & 0x0F
+        if opcode >= OP_CLOSE:
             if opcode == OP_CLOSE:
                 _check_close(payload)
             out.append(Control(opcode, payload))
             self.saw_control = True
-            return
-        if opcode == OP_CONTINUATION:
-            if self._fragments is None:
-                raise FrameError("continuation frame without a message to continue")
+        elif opcode == OP_CONTINUATION:
             self._fragments.append(payload)
             self._fragments_size += len(payload)
-            if self._max is not None and self._fragments_size > self._max:
-                raise FrameError(f"fragmented message exceeds the {self._max}-byte limit", CLOSE_TOO_BIG)
-            if fin:
+            if b0 & 0x80:
                 whole = b"".join(self._fragments)
-                kind = self._fragments_opcode
-                self._fragments = None
+                self._fragments = []
                 self._fragments_size = 0
-                self._emit(kind, whole, out)
-            return
-        if opcode not in (OP_TEXT, OP_BINARY):
-            raise FrameError(f"unknown data opcode {opcode:#x}")
-        if self._fragments is not None:
-            raise FrameError("new message before the fragmented one ended")
-        if fin:
+                self._emit(self._fragments_opcode, whole, out)
+        elif b0 & 0x80:
             self._emit(opcode, payload, out)
         else:
             self._fragments = [payload]

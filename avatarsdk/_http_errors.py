@@ -31,8 +31,8 @@ def int_or_none(value: Any) -> Optional[int]:
     if isinstance(value, bool):
         return None
     try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
+        return int(value)
+    except (TypeError, ValueError):  # None, lists, "abc", ...
         return None
 
 

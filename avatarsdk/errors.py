@@ -147,7 +147,7 @@ class AvatarSDKError(Exception):
 
 def _rebuild(cls: Type[_E], state: Dict[str, Any]) -> _E:
     obj = cls.__new__(cls)
-    Exception.__init__(obj, state.get("message", ""))
+    Exception.__init__(obj, state["message"])  # __reduce__ and _derive always pass it
     obj.__dict__.update(state)
     return obj
 

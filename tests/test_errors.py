@@ -687,3 +687,102 @@ def test_a_derived_error_keeps_the_context_of_its_cause() -> None:
     assert pickle.loads(pickle.dumps(derived)).req_id == "r1"
     with pytest.raises(AttributeError, match="nope"):
         cause._derive("x", nope=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The edges of the ranges in the table, and what an error keeps
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("phase", "status", "expected"),
+    [
+        (TOKEN, 399, (C.unknown, False)),
+        (TOKEN, 400, (C.invalidRequest, False)),
+        (TOKEN, 499, (C.invalidRequest, False)),
+        (TOKEN, 500, (C.serverError, True)),
+        (TOKEN, 599, (C.serverError, True)),
+        (TOKEN, 600, (C.unknown, False)),
+        (CONNECT, 399, (C.unknown, False)),
+        (CONNECT, 499, (C.invalidRequest, False)),
+        (CONNECT, 500, (C.serverError, True)),
+        (CONNECT, 600, (C.unknown, False)),
+    ],
+)
+def test_http_status_ranges_end_where_they_should(phase: str, status: int, expected: Any) -> None:
+    assert classify(phase=phase, http_status=status)[:2] == expected
+
+
+RETRYABLE_CLOSES = {1001, 1006, 1011, 1012, 1013, 1014}
+
+
+@pytest.mark.parametrize("close_code", [1000, 1001, 1002, 1005, 1006, 1010, 1011, 1014, 1015, 3000, 4000, 4999])
+@pytest.mark.parametrize("phase", [CONNECT, HANDSHAKE, SEND, RUNTIME])
+def test_close_codes_from_1000_to_4999_are_connection_closed(close_code: int, phase: str) -> None:
+    assert classify(phase=phase, close_code=close_code)[:2] == (C.connectionClosed, close_code in RETRYABLE_CLOSES)
+
+
+@pytest.mark.parametrize("close_code", [999, 5000, 65535])
+def test_close_codes_outside_1000_to_4999_are_not_connection_closed(close_code: int) -> None:
+    assert classify(phase=RUNTIME, close_code=close_code)[:2] == (C.serverError, False)  # the fallback row
+    assert classify(phase=SEND, close_code=close_code) == (C.unknown, False, None)
+    assert classify(phase=TOKEN, close_code=close_code) == (C.unknown, False, None)
+
+
+def test_missing_and_empty_codes_match_no_code_row() -> None:
+    for server_code in (None, ""):
+        assert classify(phase=SEND, server_code=server_code) == (C.unknown, False, None)
+        assert classify(phase=SEND, server_code=server_code, close_code=1006)[:2] == (C.connectionClosed, True)
+    assert classify(phase=SEND, server_code="4001") == (
+        C.creditsExhausted,
+        False,
+        find_row("close 4001 credits exhausted"),
+    )
+
+
+@pytest.mark.parametrize("cls", [AvatarSDKError, SessionTokenError])
+def test_an_error_keeps_every_context_attribute_it_is_given(cls: type) -> None:
+    err = full_error(cls)
+    assert (err.code, err.message, err.phase, err.http_status, err.retryable) == (
+        C.egressUnavailable,
+        "the message",
+        "websocket_runtime",
+        503,
+        True,
+    )
+    assert (err.server_code, err.server_title, err.server_detail) == ("14", "Unavailable", "egress down")
+    assert (err.connection_id, err.req_id) == ("conn-7", "20260101000000_abcdefghijkl")
+    assert (err.raw_body, err.close_code, err.close_reason) == ('{"errors": []}', 4503, "upstream unavailable")
+    assert err.args == ("the message",)
+
+
+def test_an_error_without_context_has_none_of_it() -> None:
+    err = AvatarSDKError(C.unknown, "?")
+    assert err.phase == "unknown"
+    assert err.retryable is False
+    names = ("http_status", "server_code", "server_title", "server_detail", "connection_id", "req_id")
+    names += ("raw_body", "close_code", "close_reason")
+    assert {name: getattr(err, name) for name in names} == dict.fromkeys(names)
+
+
+def test_repr_in_full() -> None:
+    err = AvatarSDKError(
+        C.upstreamError,
+        "closed: 'upstream'",
+        phase=RUNTIME,
+        http_status=502,
+        server_code="14",
+        close_code=4503,
+        connection_id="c1",
+        req_id="r1",
+        server_title="not shown",
+        raw_body="not shown",
+        retryable=True,
+    )
+    assert repr(err) == (
+        "AvatarSDKError(code='upstreamError', phase='websocket_runtime', http_status=502, server_code='14',"
+        " close_code=4503, connection_id='c1', req_id='r1', retryable=True, message=\"closed: 'upstream'\")"
+    )
+    assert repr(SessionTokenError("no token")) == (
+        "SessionTokenError(code='invalidRequest', phase='session_token', retryable=False, message='no token')"
+    )

@@ -11,13 +11,15 @@ import random
 import subprocess
 import sys
 import textwrap
+import types
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from google.protobuf.message import DecodeError
 
-from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
+from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig, _protocol
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk._protocol import (
     Animation,
@@ -36,12 +38,13 @@ from avatarsdk._protocol import (
     peek_animation,
     peek_animation_wire,
     redact_url,
+    session_token_url,
     websocket_target,
 )
 from avatarsdk.testing import animation_frame
 from avatarsdk.testing.wire import field_bytes as lfield  # short names: messages below are written field by field
 from avatarsdk.testing.wire import field_varint as vfield
-from avatarsdk.testing.wire import read_fields
+from avatarsdk.testing.wire import read_fields, varint
 
 
 def as_dict(data: bytes) -> Dict[int, Any]:
@@ -583,3 +586,139 @@ def test_the_wire_peek_knows_every_member_of_the_oneof() -> None:
 
     declared = {f.number for f in pb.Message.DESCRIPTOR.oneofs_by_name["data"].fields}
     assert declared - {6} == _ONEOF_FIELDS
+
+
+def fixed32(number: int) -> bytes:
+    return varint(number << 3 | 5) + b"\x01\x02\x03\x04"
+
+
+def fixed64(number: int) -> bytes:
+    return varint(number << 3 | 1) + b"\x01" * 8
+
+
+LAST_FIELD = (1 << 29) - 1  # the largest field number protobuf allows
+# Fields 16-21 (two-byte keys) and the last field number, of each wire type, around and inside the animation.
+UNDECLARED_BODY = vfield(16, 1) + fixed64(20) + fixed32(21) + lfield(LAST_FIELD, b"y") + vfield(LAST_FIELD, 7)
+UNDECLARED = vfield(1, 5) + vfield(16, 300) + fixed64(17) + fixed32(18) + lfield(19, b"x" * 130)
+UNDECLARED += lfield(6, UNDECLARED_BODY + lfield(2, b"r") + vfield(3, 1))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(UNDECLARED, ("r", True), id="undeclared-fields-of-every-wire-type"),
+        pytest.param(vfield(1, 5) + fixed32(1) + lfield(6, lfield(2, b"r")), ("r", False), id="type-as-fixed32"),
+        pytest.param(vfield(1, 5) + lfield(6, fixed32(1) + lfield(2, b"r")), ("r", False), id="conn-id-as-fixed32"),
+        pytest.param(vfield(1, 5) + lfield(6, lfield(3, b"zz") + lfield(2, b"r")), ("r", False), id="end-as-bytes"),
+        pytest.param(
+            vfield(1, 5) + lfield(6, lfield(2, b"r") + varint(3 << 3) + b"\xff" * 9 + b"\x01"),
+            ("r", True),
+            id="end-as-a-10-byte-varint",
+        ),
+        pytest.param(
+            vfield(1, 5) + lfield(6, lfield(2, b"r") + lfield(4, b"k" * 20000) + vfield(3, 1)),
+            ("r", True),
+            id="a-3-byte-length",
+        ),
+        pytest.param(vfield(1, 5) + lfield(6, lfield(2, b"q" * 128)), ("q" * 128, False), id="a-length-of-128"),
+        pytest.param(
+            vfield(1, 5) + lfield(6, lfield(2, b"r") + varint((1 << 29) << 3) + b"\x01"), None, id="field-2**29"
+        ),
+        pytest.param(
+            vfield(1, 5) + lfield(6, lfield(2, b"r") + varint(3 << 3) + b"\xff" * 10 + b"\x01"),
+            None,
+            id="an-11-byte-varint",
+        ),
+    ],
+)
+def test_the_wire_peek_reads_what_protobuf_reads(data: bytes, expected: Optional[Tuple[str, bool]]) -> None:
+    """Fields it does not know (newer servers add some), of every wire type and up to the largest field number,
+    long varints and lengths: the wire peek answers as protobuf does, and refuses what protobuf refuses."""
+    assert peek_animation_wire(data) == expected == _reference(data)
+    assert peek_animation(data) == expected
+    if expected is None:
+        assert isinstance(decode(data), Malformed)
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs: what is kept, what is stripped, what is replaced
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("console", "expected"),
+    [
+        ("https://console.example", "https://console.example/session-tokens"),
+        ("https://console.example/", "https://console.example/session-tokens"),
+        ("https://console.example/api//", "https://console.example/api/session-tokens"),
+        ("https://console.example/X", "https://console.example/X/session-tokens"),
+    ],
+)
+def test_session_token_url(console: str, expected: str) -> None:
+    assert session_token_url(console) == expected
+
+
+def test_websocket_target_keeps_blank_query_values() -> None:
+    url, _ = target("https://h.example/v2/driveningress?x=&region=eu&flag")
+    assert url == "wss://h.example/v2/driveningress/websocket?x=&region=eu&flag=&id=av-1"
+
+
+def test_websocket_target_strips_only_slashes_from_the_path() -> None:
+    url, _ = target("https://h.example/relay/X/")
+    assert url == "wss://h.example/relay/X/websocket?id=av-1"
+
+
+def test_websocket_target_query_auth_replaces_credentials_already_in_the_url() -> None:
+    url, headers = target("https://h.example/v2?appId=old&sessionKey=old&x=", query_auth=True)
+    assert url == "wss://h.example/v2/websocket?x=&id=av-1&appId=app-1&sessionKey=tok-1"
+    assert headers == {}
+    url, headers = target("https://h.example/v2?appId=old&sessionKey=old")  # header auth leaves them alone
+    assert url == "wss://h.example/v2/websocket?appId=old&sessionKey=old&id=av-1"
+    assert headers == {"X-App-ID": "app-1", "X-Session-Key": "tok-1"}
+
+
+def test_redact_url_exactly() -> None:
+    assert (
+        redact_url("wss://h.example/ws?x=&id=a&sessionKey=s3cr3t#frag")
+        == "wss://h.example/ws?x=&id=a&sessionKey=***#frag"
+    )
+    assert redact_url("wss://h.example/ws?SessionKey=s&SESSIONKEY=t&key=v") == (
+        "wss://h.example/ws?SessionKey=***&SESSIONKEY=***&key=v"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# decode(): what a Malformed says
+# --------------------------------------------------------------------------------------------------
+
+
+def test_malformed_reason_is_what_protobuf_said() -> None:
+    with pytest.raises(DecodeError) as info:
+        pb.Message.FromString(b"\xff\xff\xff")
+    assert decode(b"\xff\xff\xff") == Malformed(reason=str(info.value), size=3)
+
+
+def failing_runtime(exc: BaseException) -> Any:
+    """A stand-in for the generated module whose parser raises ``exc`` (runtimes differ in what they raise)."""
+
+    class Message:
+        def ParseFromString(self, data: bytes) -> None:
+            raise exc
+
+    return types.SimpleNamespace(Message=Message)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (DecodeError("Truncated message."), "Truncated message."),
+        (DecodeError(), "DecodeError"),
+        (RuntimeError("recursion limit"), "recursion limit"),
+        (RecursionError(), "RecursionError"),
+    ],
+)
+def test_decode_reports_whatever_the_runtime_raises(
+    monkeypatch: pytest.MonkeyPatch, exc: BaseException, reason: str
+) -> None:
+    monkeypatch.setattr(_protocol, "pb", failing_runtime(exc))
+    assert decode(b"\x08\x05\x32") == Malformed(reason=reason, size=3)
