@@ -6,6 +6,7 @@
 Sessions:
 
 * ``tests-newest``: Python 3.11 with the newest requests / websocket-client / protobuf that setup.cfg allows.
+* ``tests-without-audio``: Python 3.11 without the ``audio`` extra (PyAV): the tests that need it skip.
 * ``tests-oldest``: Python 3.9 with the oldest supported ones (requests 2.26.0, websocket-client 1.6.0,
   protobuf 3.20.3), pinned through a constraints file so that installing the package cannot move them.
 * ``lint``: ruff check, ruff format --check, mypy (strict; configured in setup.cfg [mypy]).
@@ -44,7 +45,7 @@ import nox
 nox.needs_version = ">=2024.3.2"
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "proto", "package", "tests-oldest", "tests-newest"]
+nox.options.sessions = ["lint", "proto", "package", "tests-oldest", "tests-newest", "tests-without-audio"]
 
 ROOT = Path(__file__).resolve().parent
 NEWEST_PYTHON = "3.11"
@@ -202,6 +203,23 @@ def tests_newest(session: nox.Session) -> None:
     session.install("--upgrade", "--upgrade-strategy", "eager", "-e", ".[tests]", *RUNTIME_DEPS)
     _show_versions(session)
     _pytest(session)
+
+
+@nox.session(python=find_python(NEWEST_PYTHON), name="tests-without-audio")
+def tests_without_audio(session: nox.Session) -> None:
+    """The suite without the audio extra (PyAV): what needs it skips, everything else passes."""
+    session.install("-e", ".[tests]")
+    session.run("python", "-m", "pip", "uninstall", "--yes", "av")
+    _run_script(session, "check_no_pyav", CHECK_NO_PYAV)
+    _pytest(session)
+
+
+CHECK_NO_PYAV = """\
+import importlib.util
+
+assert importlib.util.find_spec("av") is None, "PyAV is still installed"
+print("PyAV not installed: tests that need it skip")
+"""
 
 
 @nox.session(python=find_python(NEWEST_PYTHON))

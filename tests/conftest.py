@@ -15,6 +15,14 @@ from hypothesis import settings as hypothesis_settings
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, ReconnectPolicy, new_avatar_session
 from avatarsdk.testing import FakeAvatarService
 
+try:  # the audio extra: Ogg Opus encoding and compressed formats; tests that need it skip without it
+    import av  # noqa: F401
+
+    HAVE_PYAV = True
+except ImportError:
+    HAVE_PYAV = False
+needs_pyav = pytest.mark.skipif(not HAVE_PYAV, reason='needs PyAV: pip install "avatarsdk[audio]"')
+
 # CI (.ci/run sets CI) replays the same examples on every run, so that a gate never fails on an example drawn for
 # the first time; runs elsewhere draw new examples each time (tests/test_properties.py prints how to replay one).
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -12,8 +12,8 @@ from array import array
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import av
 import pytest
+from conftest import needs_pyav
 
 from avatarsdk import _resample
 from avatarsdk.audio import chunk_pcm, is_wav, load_audio
@@ -275,6 +275,7 @@ def test_impossible_formats_are_value_errors(fmt: bytes, message: str) -> None:
         load_audio(data)
 
 
+@needs_pyav
 def test_garbage_is_a_value_error(tmp_path: Path) -> None:
     path = tmp_path / "noise.wav"
     path.write_bytes(bytes(range(256)) * 8)
@@ -324,6 +325,8 @@ def test_resampler_edge_cases() -> None:
 
 def encode_with_pyav(container_format: str, codec: str, rate: int, channels: Sequence[Sequence[float]]) -> bytes:
     """Encode float channels with PyAV (FFmpeg) into an in-memory file."""
+    import av
+
     layout = "mono" if len(channels) == 1 else "stereo"
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container_format) as container:
@@ -345,6 +348,7 @@ def encode_with_pyav(container_format: str, codec: str, rate: int, channels: Seq
     return buffer.getvalue()
 
 
+@needs_pyav
 @pytest.mark.parametrize(
     ("container_format", "codec", "rate", "suffix", "slack"),
     [
@@ -368,6 +372,7 @@ def test_compressed_formats_decode_with_pyav(
     assert amplitude_at(body, 440, 16000) == pytest.approx(0.4, abs=0.02)  # the channels' average
 
 
+@needs_pyav
 def test_a_wav_file_with_compressed_audio_decodes_with_pyav() -> None:
     data = encode_with_pyav("wav", "pcm_alaw", 8000, [sine(440, 8000, 0.5)])
     assert data[:4] == b"RIFF" and struct.unpack_from("<H", data, 20) == (6,)  # format tag 6: A-law
@@ -391,6 +396,7 @@ for source in (mp3, sys.argv[2], b"not audio at all", alaw):
 """
 
 
+@needs_pyav
 def test_without_pyav_wav_still_loads_and_compressed_formats_say_what_to_install(tmp_path: Path) -> None:
     wav = wav_bytes([sine(440, 44100, 0.3)] * 2, 44100, "s24")
     files = {

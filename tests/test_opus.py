@@ -16,10 +16,11 @@ import tracemalloc
 from array import array
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
-import av
 import pytest
 
 from avatarsdk._opus import SAMPLE_RATES, OggOpusStreamEncoder, ogg_crc
+
+av = pytest.importorskip("av", reason='needs PyAV: pip install "avatarsdk[audio]"')
 
 BOS, EOS, CONTINUED = 0x02, 0x04, 0x01
 

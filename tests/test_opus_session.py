@@ -10,13 +10,14 @@ import sys
 import textwrap
 from typing import Callable, Dict, List
 
-import av
 import pytest
 from conftest import Recorder
 
 from avatarsdk import AudioFormat, AvatarSession, OggOpusEncoderConfig
 from avatarsdk._opus import OggOpusStreamEncoder
 from avatarsdk.testing import FakeAvatarService
+
+av = pytest.importorskip("av", reason='needs PyAV: pip install "avatarsdk[audio]"')
 
 MakeSession = Callable[..., AvatarSession]
 RATE = 24000

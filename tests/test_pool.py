@@ -17,7 +17,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import Recorder, in_forked_child, pcm, wait_until
+from conftest import Recorder, in_forked_child, needs_pyav, pcm, wait_until
 
 from avatarsdk import (
     AvatarSDKError,
@@ -366,6 +366,7 @@ def test_stream_returns_the_session_however_the_iterator_ends() -> None:
         assert pool.stats().in_use == 0
 
 
+@needs_pyav
 def test_session_options_reach_every_session(service: FakeAvatarService, make_pool: MakePool) -> None:
     """Configuration passes through, e.g. PCM encoded to Ogg Opus in the SDK (the ``audio`` extra)."""
     encoded: List[Tuple[str, bytes]] = []
