@@ -115,18 +115,13 @@ class Connection:
 
     def send_configure(self, configure: bytes, timeout: Optional[float]) -> None:
         """Send CLIENT_CONFIGURE_SESSION, the handshake's first message (phase ``websocket_handshake``)."""
-        try:
-            self._ws.settimeout(timeout)
-            self._ws.send_binary(configure)
-        except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
-            raise AvatarSDKError(
-                AvatarSDKErrorCode.connectionFailed,
-                f"sending the session configuration to {self.host} timed out after {timeout}s",
-                phase=PHASE_WEBSOCKET_HANDSHAKE,
-                retryable=True,
-            ) from exc
-        except (websocket.WebSocketException, OSError, AttributeError) as exc:
-            raise closed_error(None, "", phase=PHASE_WEBSOCKET_HANDSHAKE, during="the handshake") from exc
+        self._send(
+            configure,
+            timeout,
+            phase=PHASE_WEBSOCKET_HANDSHAKE,
+            late=f"sending the session configuration to {self.host} timed out after {timeout}s",
+            during="the handshake",
+        )
 
     def handshake(self, configure: bytes, timeout: Optional[float]) -> _protocol.Confirm:
         """Send CLIENT_CONFIGURE_SESSION and read the reply within ``timeout``; return the confirmation."""
@@ -237,20 +232,35 @@ class Connection:
     def send(self, data: bytes, *, timeout: Optional[float], req_id: Optional[str] = None) -> None:
         """Send one binary message within ``timeout`` seconds (``None``: no limit); raise
         :class:`AvatarSDKError` (phase ``websocket_send``) on failure. Call with the session's send lock held."""
+        self._send(
+            data,
+            timeout,
+            phase=PHASE_WEBSOCKET_SEND,
+            late=f"sending to {self.host} timed out (the server is not reading)",
+            during="a send",
+            req_id=req_id,
+        )
+
+    def _send(
+        self,
+        data: bytes,
+        timeout: Optional[float],
+        *,
+        phase: str,
+        late: str,
+        during: str,
+        req_id: Optional[str] = None,
+    ) -> None:
         try:
             self._ws.settimeout(timeout)
             self._ws.send_binary(data)
         except (websocket.WebSocketTimeoutException, socket.timeout) as exc:
             raise AvatarSDKError(
-                AvatarSDKErrorCode.connectionFailed,
-                f"sending to {self.host} timed out (the server is not reading)",
-                phase=PHASE_WEBSOCKET_SEND,
-                req_id=req_id,
-                retryable=True,
+                AvatarSDKErrorCode.connectionFailed, late, phase=phase, req_id=req_id, retryable=True
             ) from exc
         except (websocket.WebSocketException, OSError, AttributeError) as exc:
             # AttributeError: websocket-client drops its socket object once the connection is closed.
-            raise closed_error(None, "", phase=PHASE_WEBSOCKET_SEND, during="a send", req_id=req_id) from exc
+            raise closed_error(None, "", phase=phase, during=during, req_id=req_id) from exc
 
     def send_close(self, code: int = CLOSE_NORMAL, reason: bytes = b"", *, timeout: Optional[float] = None) -> bool:
         """Send a close frame (once, whichever thread asks first); return whether it went out. ``timeout``

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+import types
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -182,6 +183,17 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0, i
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def failing_runtime(exc: BaseException) -> Any:
+    """A stand-in for a generated protobuf module whose parser raises ``exc`` (runtimes differ in what they
+    raise)."""
+
+    class Message:
+        def ParseFromString(self, data: bytes) -> None:
+            raise exc
+
+    return types.SimpleNamespace(Message=Message)
 
 
 def loopback_buffering() -> int:

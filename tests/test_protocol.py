@@ -11,12 +11,12 @@ import random
 import subprocess
 import sys
 import textwrap
-import types
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from conftest import failing_runtime
 from google.protobuf.message import DecodeError
 
 from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig, _protocol
@@ -696,16 +696,6 @@ def test_malformed_reason_is_what_protobuf_said() -> None:
     with pytest.raises(DecodeError) as info:
         pb.Message.FromString(b"\xff\xff\xff")
     assert decode(b"\xff\xff\xff") == Malformed(reason=str(info.value), size=3)
-
-
-def failing_runtime(exc: BaseException) -> Any:
-    """A stand-in for the generated module whose parser raises ``exc`` (runtimes differ in what they raise)."""
-
-    class Message:
-        def ParseFromString(self, data: bytes) -> None:
-            raise exc
-
-    return types.SimpleNamespace(Message=Message)
 
 
 @pytest.mark.parametrize(

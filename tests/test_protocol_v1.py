@@ -3,10 +3,8 @@ assigns animation messages to requests. Sessions on a v1 ingress: tests/test_gen
 
 from __future__ import annotations
 
-import types
-from typing import Any
-
 import pytest
+from conftest import failing_runtime
 from google.protobuf.message import DecodeError
 
 from avatarsdk import _protocol_v1
@@ -94,16 +92,6 @@ def test_v1_malformed_bytes() -> None:
     with pytest.raises(DecodeError) as info:
         _protocol_v1.pb1.Message.FromString(b"\xff\xff\xff")
     assert got.reason == (str(info.value) or "DecodeError")  # what the protobuf runtime said
-
-
-def failing_runtime(exc: BaseException) -> Any:
-    """A stand-in for the generated module whose parser raises ``exc`` (runtimes differ in what they raise)."""
-
-    class Message:
-        def ParseFromString(self, data: bytes) -> None:
-            raise exc
-
-    return types.SimpleNamespace(Message=Message)
 
 
 @pytest.mark.parametrize(
