@@ -105,7 +105,12 @@ def copy_config(config: SessionConfig) -> SessionConfig:
     livekit = copy.copy(config.livekit_egress)
     if livekit is not None:
         livekit.extra_attributes = dict(livekit.extra_attributes)
-    return dataclasses.replace(config, livekit_egress=livekit, agora_egress=copy.copy(config.agora_egress))
+    return dataclasses.replace(
+        config,
+        livekit_egress=livekit,
+        agora_egress=copy.copy(config.agora_egress),
+        ogg_opus_encoder=copy.copy(config.ogg_opus_encoder),
+    )
 
 
 def secrets_of(config: SessionConfig, token: str = "") -> Tuple[str, ...]:

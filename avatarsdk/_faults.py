@@ -94,10 +94,11 @@ def server_error(
 
 def describe(exc: BaseException) -> str:
     """A short reason, never the exception's full text (which may hold URLs)."""
+    reason = getattr(exc, "reason", None)  # set by the ssl module's C part only
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed ({exc.verify_message or exc.reason})"
+        return f"TLS certificate verification failed ({exc.verify_message or reason})"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error ({exc.reason or type(exc).__name__})"
+        return f"TLS error ({reason or type(exc).__name__})"
     if isinstance(exc, websocket.WebSocketProxyException):
         return "the proxy refused the tunnel"
     if isinstance(exc, OSError) and exc.strerror:

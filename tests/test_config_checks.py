@@ -444,11 +444,6 @@ def test_copy_config_shares_the_callbacks() -> None:
         assert getattr(copied, name) is callbacks[name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: copy_config copies the egress objects but not ogg_opus_encoder, a mutable dataclass too, so the"
-    " caller's later changes reach the copy (and a pool's template: its later sessions encode with them)",
-)
 def test_copy_config_copies_the_ogg_opus_encoder() -> None:
     encoder = OggOpusEncoderConfig(frame_duration_ms=20)
     original = config(audio_format=OPUS, ogg_opus_encoder=encoder)

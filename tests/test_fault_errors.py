@@ -372,12 +372,6 @@ def test_describe_a_real_ssl_error() -> None:
     assert describe(info.value) == "TLS error (SSLError)"  # _ssl.c gave no reason: its text is not shown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="bug (latent): describe() reads SSLError.reason, which only _ssl.c sets; an SSLError raised in Python"
-    " (ssl.SSLContext.set_alpn_protocols raises one) has no such attribute, so describe() raises AttributeError",
-)
 def test_describe_an_ssl_error_raised_in_python() -> None:
     context = ssl.create_default_context()
     with pytest.raises(ssl.SSLError) as info:

@@ -255,11 +255,6 @@ def test_session_template_loopback_http_is_quiet() -> None:
     assert quiet_template(cfg).console_endpoint_url == "http://127.0.0.1:8080"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the template shares the caller's ogg_opus_encoder (copy_config does not copy it), so a later"
-    " change to it reaches every session the pool makes afterwards, unchecked until then",
-)
 def test_session_template_is_out_of_reach_of_the_callers_encoder() -> None:
     encoder = OggOpusEncoderConfig(frame_duration_ms=20)
     template = quiet_template(config(audio_format=AudioFormat.OGG_OPUS, ogg_opus_encoder=encoder))
