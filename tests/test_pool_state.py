@@ -352,6 +352,15 @@ def test_an_idle_entry_that_reports_an_error_is_taken_out_to_be_closed() -> None
     assert a.failure == "it reported an error (e)" and state.closing == 1
 
 
+def test_idle_entries_that_fail_one_after_another_are_all_counted() -> None:
+    state = new_state()
+    a, b, c = idle_entries(state, 3)
+    assert state.spoiled(a, "it reported an error (e)", ended=False) is True
+    assert state.spoiled(b, "it reported an error (e)", ended=False) is True
+    assert state.spoiled(c, ENDED, ended=True) is True
+    assert state.counts() == counts(created=3, discarded=3) and state.closing == 2 and state.size() == 2
+
+
 def test_an_idle_entry_that_ended_is_taken_out_with_nothing_to_close() -> None:
     state = new_state()
     (entry,) = idle_entries(state, 1)
