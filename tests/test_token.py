@@ -1,18 +1,27 @@
 """The session token call (PROTOCOL.md section 1) against the stand-in service over real HTTP on loopback,
-through AvatarSession.init(), and parse_token_response() for the pure cases."""
+through AvatarSession.init() and through request_session_token() itself (the messages users see, Retry-After as
+seconds and as an HTTP date, the 1 MiB cap, requests' own failures, the debug log), and parse_token_response()
+for the pure cases."""
 
 from __future__ import annotations
 
+import email.utils
 import json
+import logging
+import socket
+import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 import pytest
-from conftest import unused_port
+import requests
+from conftest import optional, unused_port
 
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, SessionTokenError
-from avatarsdk._token import parse_token_response
+from avatarsdk._backoff import NO_RETRIES, Backoff
+from avatarsdk._token import MAX_BODY_BYTES, _retry_after, parse_token_response, request_session_token
 from avatarsdk.testing import FakeAvatarService, TokenReply, jsonapi_error
 
 C = AvatarSDKErrorCode
@@ -427,3 +436,386 @@ def test_connection_failures_are_retried(make_session: Callable[..., AvatarSessi
     assert (err.code, err.retryable) == (AvatarSDKErrorCode.connectionFailed, True)
     assert "(after 3 attempts)" in err.message
     assert time.monotonic() - began < 10  # capped backoff
+
+
+# --------------------------------------------------------------------------------------------------
+# request_session_token() itself (no AvatarSession, no http= of its own unless a test gives one): the messages
+# users see, Retry-After as seconds and as an HTTP date, the 1 MiB cap, requests' other failures, the debug log
+# --------------------------------------------------------------------------------------------------
+
+QUICK = Backoff(initial=0.01, cap=0.01, jitter=0.0)  # exact 10 ms waits between attempts
+TOKEN_LOGGER = "avatarsdk._token"
+
+
+def call_token(url: str, api_key: str = "key", **overrides: Any) -> str:
+    """request_session_token() with short timeouts and no retries unless ``overrides`` says otherwise."""
+    kwargs: Dict[str, Any] = {
+        "api_key": api_key,
+        "expire_at": datetime.now(timezone.utc) + timedelta(minutes=30),
+        "timeout": (2.0, 2.0),
+        "retry": NO_RETRIES,
+        **overrides,
+    }
+    return request_session_token(url, **kwargs)
+
+
+def token_error(url: str, api_key: str = "key", **overrides: Any) -> SessionTokenError:
+    with pytest.raises(SessionTokenError) as info:
+        call_token(url, api_key, **overrides)
+    assert info.value.phase == "session_token"
+    return info.value
+
+
+def host_of(service: FakeAvatarService) -> str:
+    return service.console_url.split("://", 1)[1]
+
+
+def http_date(when: datetime) -> str:
+    return email.utils.format_datetime(when.astimezone(timezone.utc), usegmt=True)
+
+
+def test_a_direct_call_returns_the_issued_token(service: FakeAvatarService) -> None:
+    assert call_token(service.console_url, service.api_key) == service.issued_tokens[0]
+    request = service.token_requests[0]
+    assert (request.headers["accept"], request.headers["content-type"]) == ("application/json", "application/json")
+    assert request.headers["x-api-key"] == service.api_key
+
+
+def test_the_debug_log_names_the_host_never_the_token(
+    service: FakeAvatarService, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.script_token(TokenReply(503, "busy"))
+    expire_at = datetime.now(timezone.utc) + timedelta(minutes=5)
+    with caplog.at_level(logging.DEBUG, logger=TOKEN_LOGGER):
+        token = call_token(service.console_url, service.api_key, expire_at=expire_at, retry=replace(QUICK, retries=1))
+    host, stamp = host_of(service), int(expire_at.timestamp())
+    assert [r.getMessage() for r in caplog.records if r.name == TOKEN_LOGGER] == [
+        f"requesting a session token from {host} (expireAt={stamp})",
+        "token call failed (serverError); retry 1 in 0.01s",
+        f"requesting a session token from {host} (expireAt={stamp})",
+        f"session token obtained from {host} ({len(token)} characters)",
+    ]
+    assert all(token not in r.getMessage() and service.api_key not in r.getMessage() for r in caplog.records)
+
+
+def test_an_http_session_given_is_used_for_every_attempt(service: FakeAvatarService) -> None:
+    class CountingSession(requests.Session):
+        posts = 0
+
+        def post(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+            self.posts += 1
+            return super().post(*args, **kwargs)
+
+    service.script_token(TokenReply(502, "bad gateway"))
+    with CountingSession() as http:
+        assert call_token(service.console_url, service.api_key, http=http, retry=replace(QUICK, retries=1))
+        assert http.posts == 2
+        assert call_token(service.console_url, service.api_key, http=http)  # still open: it is the caller's
+        assert http.posts == 3
+    assert len(service.token_requests) == 3
+
+
+def test_request_options_reach_requests(service: FakeAvatarService) -> None:
+    location = service.console_url + "/session-tokens"
+    service.script_token(TokenReply(307, "", headers={"Location": location}))
+    err = token_error(service.console_url, service.api_key, request_options={"allow_redirects": False})
+    assert (err.http_status, err.message) == (307, "session token request failed (HTTP 307)")
+    assert len(service.token_requests) == 1
+    service.script_token(TokenReply(307, "", headers={"Location": location}))
+    assert call_token(service.console_url, service.api_key, request_options={})  # redirects followed: a token
+    assert len(service.token_requests) == 3
+
+
+def test_a_refused_connection_names_the_host_and_the_exception_classes() -> None:
+    port = unused_port()
+    err = token_error(f"http://127.0.0.1:{port}/")
+    assert (
+        err.message == f"could not reach 127.0.0.1:{port} for a session token (ConnectionError: ConnectionRefusedError)"
+    )
+    assert (err.code, err.retryable, err.http_status) == (C.connectionFailed, True, None)
+    assert isinstance(err.__cause__, requests.ConnectionError)
+
+
+def test_a_timeout_names_the_host_and_the_exception_class(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(200, {"sessionToken": "late"}, delay=2.0))
+    err = token_error(service.console_url, service.api_key, timeout=(2.0, 0.2))
+    assert err.message == f"token call to {host_of(service)} timed out (ReadTimeout)"
+    assert (err.code, err.retryable) == (C.connectionFailed, True)
+    assert isinstance(err.__cause__, requests.ReadTimeout)
+
+
+@pytest.mark.parametrize(
+    ("url", "message", "cause"),
+    [
+        (
+            "http://127.0.0.1:99999",
+            "token call to 127.0.0.1:99999 failed: InvalidURL: LocationParseError",
+            "InvalidURL",
+        ),
+        ("ftp://127.0.0.1:21", "token call to 127.0.0.1:21 failed: InvalidSchema", "InvalidSchema"),
+    ],
+    ids=["port-out-of-range", "scheme"],
+)
+def test_a_url_requests_refuses_is_a_connection_failure_never_retried(url: str, message: str, cause: str) -> None:
+    err = token_error(url, retry=replace(QUICK, retries=3))
+    assert err.message == message  # the innermost cause's class after the exception's own, never their texts
+    assert (err.code, err.retryable, err.http_status) == (C.connectionFailed, False, None)
+    assert type(err.__cause__).__name__ == cause and isinstance(err.__cause__, requests.RequestException)
+
+
+def test_a_redirect_loop_is_a_connection_failure_named_by_its_class(service: FakeAvatarService) -> None:
+    location = service.console_url + "/session-tokens"
+    for _ in range(2):
+        service.script_token(TokenReply(307, "", headers={"Location": location}))
+    with requests.Session() as http:
+        http.max_redirects = 1
+        err = token_error(service.console_url, service.api_key, http=http, retry=replace(QUICK, retries=3))
+    assert err.message == f"token call to {host_of(service)} failed: TooManyRedirects"
+    assert (err.code, err.retryable) == (C.connectionFailed, False)
+    assert isinstance(err.__cause__, requests.TooManyRedirects)
+    assert len(service.token_requests) == 2  # the call and the one redirect allowed: no retry
+
+
+def test_messages_count_the_attempts(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(502, "bad gateway"))
+    single = token_error(service.console_url, service.api_key)
+    assert single.message == "session token request failed (HTTP 502): bad gateway"  # one attempt: nothing added
+    for _ in range(2):
+        service.script_token(TokenReply(502, "bad gateway"))
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, retries=1))
+    assert err.message == "session token request failed (HTTP 502): bad gateway (after 2 attempts)"
+    assert str(err) == "serverError: session token request failed (HTTP 502): bad gateway (after 2 attempts)"
+    for _ in range(3):
+        service.script_token(TokenReply(502, "bad gateway"))
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, retries=2))
+    assert err.message == "session token request failed (HTTP 502): bad gateway (after 3 attempts)"
+    assert (err.http_status, err.retryable, err.raw_body) == (502, True, "bad gateway")
+    assert len(service.token_requests) == 1 + 2 + 3
+
+
+def test_a_refused_connection_retried_counts_its_attempts() -> None:
+    port = unused_port()
+    err = token_error(f"http://127.0.0.1:{port}", retry=replace(QUICK, retries=2))
+    assert err.message == (
+        f"could not reach 127.0.0.1:{port} for a session token (ConnectionError: ConnectionRefusedError)"
+        " (after 3 attempts)"
+    )
+    assert isinstance(err.__cause__, requests.ConnectionError)
+
+
+def test_the_deadline_message_after_one_attempt(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(503, "later", headers={"Retry-After": "5"}))
+    began = time.monotonic()
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, retries=3, deadline=1.0))
+    assert time.monotonic() - began < 0.5  # nothing waited: the wait asked for would pass the deadline
+    assert err.message == (
+        "session token request failed (HTTP 503): later (after 1 attempt; the next would pass the retry deadline)"
+    )
+    assert len(service.token_requests) == 1
+
+
+def test_the_deadline_message_after_two_attempts(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(503, "later"))
+    service.script_token(TokenReply(503, "later", headers={"Retry-After": "5"}))
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, deadline=1.0))
+    assert err.message == (
+        "session token request failed (HTTP 503): later (after 2 attempts; the next would pass the retry deadline)"
+    )
+
+
+@pytest.mark.parametrize("status", [500, 503, 599])
+def test_5xx_from_500_up_are_retried(service: FakeAvatarService, status: int) -> None:
+    service.script_token(TokenReply(status, "server trouble"))
+    assert call_token(service.console_url, service.api_key, retry=replace(QUICK, retries=1))
+    assert len(service.token_requests) == 2
+
+
+def test_a_4xx_classified_retryable_is_still_never_retried(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(409, "driven server request failed"))  # upstreamError: retryable
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, retries=3))
+    assert (err.code, err.retryable, err.http_status) == (C.upstreamError, True, 409)
+    assert err.message == "session token request failed (HTTP 409): driven server request failed"
+    assert len(service.token_requests) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "0.0"])
+def test_retry_after_zero_or_less_retries_after_the_backoff_only(service: FakeAvatarService, value: str) -> None:
+    service.script_token(TokenReply(503, "busy", headers={"Retry-After": value}))
+    began = time.monotonic()
+    assert call_token(service.console_url, service.api_key, retry=replace(QUICK, retries=1, deadline=0.5))
+    assert time.monotonic() - began < 0.5
+    assert len(service.token_requests) == 2
+
+
+def test_retry_after_longer_than_the_backoff_is_waited_for(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(429, "slow down", headers={"Retry-After": "0.2"}))
+    began = time.monotonic()
+    assert call_token(service.console_url, service.api_key, retry=replace(QUICK, retries=1, deadline=1.0))
+    assert 0.2 <= time.monotonic() - began < 1.0
+    assert len(service.token_requests) == 2
+
+
+def test_retry_after_as_a_past_http_date_retries_at_once(service: FakeAvatarService) -> None:
+    past = http_date(datetime.now(timezone.utc) - timedelta(hours=1))
+    service.script_token(TokenReply(503, "busy", headers={"Retry-After": past}))
+    began = time.monotonic()
+    assert call_token(service.console_url, service.api_key, retry=replace(QUICK, retries=1, deadline=0.5))
+    assert time.monotonic() - began < 0.5
+    assert len(service.token_requests) == 2
+
+
+def test_retry_after_as_a_future_http_date_is_honoured(service: FakeAvatarService) -> None:
+    future = http_date(datetime.now(timezone.utc) + timedelta(hours=1))
+    service.script_token(TokenReply(503, "busy", headers={"Retry-After": future}))
+    began = time.monotonic()
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, retries=1, deadline=60.0))
+    assert time.monotonic() - began < 0.5  # an hour away is past the deadline: no wait, no second attempt
+    assert err.message.endswith(" (after 1 attempt; the next would pass the retry deadline)")
+    assert len(service.token_requests) == 1
+
+
+def test_retry_after_values() -> None:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    soon = now + timedelta(seconds=30)
+    assert _retry_after(None) is None
+    assert _retry_after("") is None
+    assert _retry_after("soon") is None
+    assert _retry_after("Sun, 99 Nov 1994 08:49:37 GMT") is None
+    assert _retry_after("0") == 0.0
+    assert _retry_after("-2") == 0.0
+    assert _retry_after("0.25") == 0.25
+    assert _retry_after("120") == 120.0
+    assert _retry_after(http_date(now - timedelta(hours=1))) == 0.0
+    assert _retry_after("Sun, 06 Nov 1994 08:49:37 GMT") == 0.0
+    assert 28.5 < optional(_retry_after(http_date(soon))) <= 30.0
+    # An offset is honoured; a date of no zone ("-0000", asctime) is taken as UTC.
+    in_two_hours_east = soon.astimezone(timezone(timedelta(hours=2)))
+    assert 28.5 < optional(_retry_after(email.utils.format_datetime(in_two_hours_east))) <= 30.0
+    naive = email.utils.format_datetime(soon.replace(tzinfo=None))  # "... -0000"
+    assert naive.endswith(" -0000")
+    assert 28.5 < optional(_retry_after(naive)) <= 30.0
+    assert 28.5 < optional(_retry_after(soon.strftime("%a %b %d %H:%M:%S %Y"))) <= 30.0
+
+
+def padded_token_body(size: int) -> bytes:
+    """A token response of exactly ``size`` bytes."""
+    head = b'{"sessionToken": "tok-1", "padding": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_a_body_of_exactly_one_mib_is_read(service: FakeAvatarService) -> None:
+    body = padded_token_body(MAX_BODY_BYTES)
+    assert len(body) == MiB
+    service.script_token(TokenReply(200, body))
+    assert call_token(service.console_url, service.api_key) == "tok-1"
+
+
+def test_a_body_one_byte_over_one_mib_is_refused(service: FakeAvatarService) -> None:
+    service.script_token(TokenReply(200, padded_token_body(MAX_BODY_BYTES + 1)))
+    err = token_error(service.console_url, service.api_key, retry=replace(QUICK, retries=2))
+    assert err.message == f"token response from {host_of(service)} is larger than 1048576 bytes"
+    assert (err.code, err.retryable, err.http_status, err.raw_body) == (C.protocolError, False, 200, None)
+    assert len(service.token_requests) == 1
+
+
+def test_a_body_of_many_chunks_is_joined_as_sent(service: FakeAvatarService) -> None:
+    token = "t" * 200_000  # past several 64 KiB chunks
+    service.script_token(TokenReply(200, {"sessionToken": token}))
+    assert call_token(service.console_url, service.api_key) == token
+
+
+class EndlessBody:
+    """A server on loopback that answers one request with a 64 MiB Content-Length, sends a little more than
+    1 MiB of it, then holds the connection open (until ``close()``, at most ``hold`` seconds)."""
+
+    def __init__(self, hold: float = 3.0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.hold = hold
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="token-test-endless-body", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(self.hold)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (64 * MiB)
+            try:
+                conn.sendall(head + b"x" * (MAX_BODY_BYTES + 4 * 65536))
+            except OSError:  # the client stopped reading at the cap and closed
+                return
+            self.release.wait(self.hold)
+
+    def close(self) -> None:
+        self.release.set()
+        self.thread.join(self.hold + 1)
+        self.listener.close()
+
+
+def test_a_body_past_the_cap_is_not_read_to_its_end() -> None:
+    server = EndlessBody()
+    try:
+        began = time.monotonic()
+        err = token_error(server.url, timeout=(1.0, 1.0))
+        elapsed = time.monotonic() - began
+    finally:
+        server.close()
+    host = server.url.split("://", 1)[1]
+    assert err.message == f"token response from {host} is larger than 1048576 bytes"
+    assert elapsed < 0.9  # it stopped at the cap; it did not wait for the rest (the server holds it back)
+
+
+def test_parse_accepts_every_visible_ascii_character() -> None:
+    visible = "".join(chr(c) for c in range(0x21, 0x7F)).replace('"', "").replace("\\", "")
+    assert parse_token_response(200, json.dumps({"sessionToken": visible}).encode()) == visible
+    assert parse_token_response(200, json.dumps({"sessionToken": "!"}).encode()) == "!"
+    assert parse_token_response(200, json.dumps({"sessionToken": "~"}).encode()) == "~"
+
+
+@pytest.mark.parametrize("bad", [" ", "\x20tok", "tok\x7f", "\x1f", "tok\x00x"])
+def test_parse_refuses_a_token_with_whitespace_or_control_characters(bad: str) -> None:
+    with pytest.raises(SessionTokenError) as info:
+        parse_token_response(200, json.dumps({"sessionToken": bad}).encode())
+    err = info.value
+    assert err.message == "session token contains whitespace or control characters"
+    assert (err.code, err.http_status, err.raw_body, err.retryable) == (C.protocolError, 200, None, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1, 2]", "session token response is not a JSON object"),
+        (b"not json", "session token response is not a JSON object"),
+        (b'{"token": "t"}', "session token response has no sessionToken"),
+        (b'{"sessionToken": ""}', "session token response has no sessionToken"),
+    ],
+)
+def test_parse_an_unusable_200_keeps_its_body(body: bytes, message: str) -> None:
+    with pytest.raises(SessionTokenError) as info:
+        parse_token_response(200, body)
+    err = info.value
+    assert (err.message, err.code, err.http_status, err.retryable) == (message, C.protocolError, 200, False)
+    assert err.raw_body == body.decode()
+
+
+def test_parse_an_empty_200_keeps_no_body() -> None:
+    with pytest.raises(SessionTokenError) as info:
+        parse_token_response(200, b"")
+    assert (info.value.message, info.value.raw_body) == ("session token response is not a JSON object", None)
+
+
+def test_parse_a_rejection_says_what_failed() -> None:
+    with pytest.raises(SessionTokenError) as info:
+        parse_token_response(500, b"internal failure")
+    assert info.value.message == "session token request failed (HTTP 500): internal failure"
+    assert str(info.value) == "serverError: session token request failed (HTTP 500): internal failure"
