@@ -30,7 +30,7 @@ def safe_call(label: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
         return
     try:
         fn(*args)
-    except Exception:
+    except (Exception, SystemExit):  # sys.exit() in a callback would only end the SDK's thread
         logger.exception("%s callback raised; the session carries on", label)
 
 
@@ -94,7 +94,7 @@ class Dispatcher(Generic[E]):
                     return item
                 else:
                     self._on_text(item)
-            except Exception:
+            except (Exception, SystemExit):  # a callback's sys.exit() does not end the session's dispatch
                 logger.exception("internal error while dispatching; continuing")
         return None
 
@@ -209,18 +209,20 @@ class _SharedSlot(Dispatcher[E]):
         self._shared._schedule(self)
 
     def _drain(self) -> None:
-        """On a shared thread: handle one batch, then stay scheduled if more came, or hand the end over."""
+        """On a shared thread: handle one batch, then stay scheduled if more came, or hand the end over. Whatever
+        escapes, the session is never left signalled but unscheduled (its later items would never be handled)."""
         queue = self.queue
         self._running = threading.current_thread()
+        end: Optional[End[E]] = None
         try:
             end = self._handle(queue.take())
         finally:
             self._running = None
-        if end is not None:  # the queue's last item: the session stays scheduled until on_end returns
-            self._end_thread = threading.Thread(target=self._finish, args=(end,), name=self._name, daemon=True)
-            self._end_thread.start()
-        elif queue.more():
-            self._schedule()  # behind the sessions already waiting
+            if end is not None:  # the queue's last item: the session stays scheduled until on_end returns
+                self._end_thread = threading.Thread(target=self._finish, args=(end,), name=self._name, daemon=True)
+                self._end_thread.start()
+            elif queue.more():
+                self._schedule()  # behind the sessions already waiting
 
     def _finish(self, end: End[E]) -> None:
         self._running = threading.current_thread()
@@ -299,27 +301,36 @@ class SharedDispatcher:
                 self._idle -= 1
                 self._cond.notify()
             elif len(self._workers) < self._max_threads:
-                taken = {thread.name for thread in self._workers}
-                number = next(n for n in range(1, self._max_threads + 1) if f"avatarsdk-shared-{n}" not in taken)
-                thread = threading.Thread(target=self._work, name=f"avatarsdk-shared-{number}", daemon=True)
-                self._workers.append(thread)
-                thread.start()
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        """One more worker, with the lowest free number (called with the lock held, below ``threads``)."""
+        taken = {thread.name for thread in self._workers}
+        number = next(n for n in range(1, self._max_threads + 1) if f"avatarsdk-shared-{n}" not in taken)
+        thread = threading.Thread(target=self._work, name=f"avatarsdk-shared-{number}", daemon=True)
+        self._workers.append(thread)
+        thread.start()
 
     def _work(self) -> None:
         cond, ready = self._cond, self._ready
-        while True:
+        try:
+            while True:
+                with cond:
+                    while not ready:
+                        if self._stopping:
+                            return
+                        self._idle += 1  # the notifier takes it back off
+                        cond.wait()
+                    dispatcher = ready.popleft()
+                try:
+                    dispatcher._drain()
+                except Exception:  # _drain's handlers catch what callbacks raise; this keeps the thread
+                    logger.exception("internal error in a shared dispatcher thread; continuing")
+        finally:  # however the thread ends, it is no longer a worker; sessions still ready get a new one
             with cond:
-                while not ready:
-                    if self._stopping:
-                        self._workers.remove(threading.current_thread())
-                        return
-                    self._idle += 1  # the notifier takes it back off
-                    cond.wait()
-                dispatcher = ready.popleft()
-            try:
-                dispatcher._drain()
-            except Exception:  # pragma: no cover - _drain catches what handlers raise; this keeps the thread
-                logger.exception("internal error in a shared dispatcher thread; continuing")
+                self._workers.remove(threading.current_thread())
+                if ready and not self._stopping:
+                    self._start_worker()
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Stop the threads once nothing is waiting for them (at most ``timeout`` seconds each). Sessions

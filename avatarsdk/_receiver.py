@@ -48,7 +48,7 @@ class Receiver:
         if callback is not None:
             try:
                 callback(data, last)
-            except Exception:
+            except (Exception, SystemExit):  # sys.exit() in a callback would only end the SDK's thread
                 logger.exception("transport_frames callback raised; the session carries on")
         if self._inboxes:
             inbox = self._inboxes.get(req_id)
