@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 class Connector:
     """Token calls (over one kept-alive HTTP connection pool per session) and connects, for one session."""
 
+    __slots__ = ("_core", "_http")
+
     def __init__(self, core: Core) -> None:
         self._core = core
         self._http: Optional[requests.Session] = None

@@ -34,6 +34,32 @@ logger = logging.getLogger(__name__)
 class Core:
     """What the parts of one session share (see the module documentation)."""
 
+    __slots__ = (
+        "capabilities",
+        "changed",
+        "closed",
+        "config",
+        "conn",
+        "connection_id",
+        "dispatcher",
+        "finisher",
+        "ingress",
+        "ledger",
+        "lifecycle",
+        "lock",
+        "number",
+        "on_finish",
+        "options",
+        "parked",
+        "pid",
+        "process",
+        "queue",
+        "reader",
+        "send_failure",
+        "token",
+        "wake",
+    )
+
     def __init__(self, number: int, config: SessionConfig, options: Options, ingress: Ingress) -> None:
         self.number = number
         self.config = config

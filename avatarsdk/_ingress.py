@@ -27,6 +27,7 @@ Other = Callable[[_protocol.Decoded], None]
 class Ingress:
     """One session's ingress generation (see the module documentation)."""
 
+    __slots__ = ("_config",)
     version = 2
     controls = True  # interrupt, pause and resume exist
 
@@ -55,6 +56,8 @@ class Ingress:
 
 class IngressV2(Ingress):
     """``/v2/driveningress``: a handshake (configure, confirm), request ids and ends on every frame."""
+
+    __slots__ = ("_configure",)
 
     def __init__(self, config: SessionConfig) -> None:
         super().__init__(config)
@@ -96,6 +99,8 @@ class IngressV2(Ingress):
 
 class IngressV1(Ingress):
     """``/v1/driveningress``: no handshake, the client's own connection id, frames without request ids."""
+
+    __slots__ = ("_connection_id", "_segments")
 
     version = 1
     controls = False

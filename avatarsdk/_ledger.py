@@ -32,6 +32,8 @@ class RequestLedger:
         track: Remember the requests in flight (sessions that reconnect, and get frames back).
     """
 
+    __slots__ = ("_cut", "_ended", "_in_flight", "_inboxes", "_lock", "current", "has_audio", "last", "track")
+
     def __init__(self, *, track: bool = False) -> None:
         self.track = track
         self.current: Optional[str] = None  # the request whose end=True chunk has not been sent yet

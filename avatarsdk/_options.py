@@ -98,6 +98,22 @@ class SessionOptions(TypedDict, total=False):
 class Options:
     """:class:`SessionOptions`, checked and resolved: what a session runs with. Made by :meth:`checked`."""
 
+    __slots__ = (
+        "close_timeout",
+        "connect_timeout",
+        "dispatcher",
+        "handshake_timeout",
+        "http_timeout",
+        "keepalive",
+        "max_message_size",
+        "max_queued_bytes",
+        "max_queued_frames",
+        "network",
+        "reconnect",
+        "send_timeout",
+        "token_retry",
+    )
+
     http_timeout: Optional[Tuple[Optional[float], Optional[float]]]
     connect_timeout: Optional[float]
     handshake_timeout: Optional[float]

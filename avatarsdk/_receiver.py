@@ -30,6 +30,8 @@ CLOSE_GRACE = 0.25  # seconds a server error announcing a close waits for that c
 class Receiver:
     """The dispatcher-side handlers of one session (see the module documentation)."""
 
+    __slots__ = ("_announced", "_core", "_inboxes", "_ledger", "_transport_frames", "on_frame")
+
     def __init__(self, core: Core) -> None:
         self._core = core
         self._announced: Optional[AvatarSDKError] = None  # the reported server error that announced a close

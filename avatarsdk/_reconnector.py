@@ -41,6 +41,8 @@ class _Drop(NamedTuple):
 class Reconnector:
     """The end-of-connection handling of one session (see the module documentation)."""
 
+    __slots__ = ("_connector", "_core", "_receiver", "_sender")
+
     def __init__(self, core: Core, sender: Sender, receiver: Receiver, connector: Connector) -> None:
         self._core = core
         self._sender = sender

@@ -34,6 +34,8 @@ class AudioOut:
     """A request's audio on its way to the wire: checked, and encoded to Ogg Opus when the session asks for it
     (``ogg_opus_encoder``; PyAV missing fails when the session is made, before any I/O)."""
 
+    __slots__ = ("_encoder", "_format", "_parts")
+
     def __init__(self, config: SessionConfig) -> None:
         self._format = config.audio_format
         encoder = config.ogg_opus_encoder
@@ -92,6 +94,8 @@ class AudioOut:
 class Sender:
     """The send path of one session (see the module documentation). Thread-safety: every method may be called
     from any thread; messages go out whole, in the order the calls took the send lock."""
+
+    __slots__ = ("_core", "audio", "lock")
 
     def __init__(self, core: Core) -> None:
         self._core = core

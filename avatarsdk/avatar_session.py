@@ -413,6 +413,8 @@ class AvatarSession:
 class _RequestChannel:
     """The narrow interface a session gives its pull requests (:class:`~avatarsdk.request.RequestChannel`)."""
 
+    __slots__ = ("_core", "_sender")
+
     def __init__(self, core: Core, sender: Sender) -> None:
         self._core = core
         self._sender = sender
