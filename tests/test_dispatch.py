@@ -1068,3 +1068,67 @@ def test_sys_exit_in_a_handler_ends_neither_the_worker_nor_the_session(
         h.log.wait_event("a", "frame", b"a2")
     assert exc_records(caplog) == [("internal error while dispatching; continuing", SystemExit)]
     assert threads_named("avatarsdk-shared-") == ["avatarsdk-shared-1"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker's SystemExit
+def test_a_worker_that_ends_is_replaced_for_the_sessions_still_ready(h: Harness) -> None:
+    """Whatever ends a shared worker (here a logging filter raising SystemExit while the worker logs a fault),
+    it stops counting as a worker, and a session still ready gets a new one: nothing waits forever."""
+    shared = h.shared(1)
+    a, b = h.probe("a", shared), h.probe("b", shared)
+
+    def fails() -> None:
+        b.send(b"b1")  # b is ready while a's batch is being handled
+        raise RuntimeError("handler failed")
+
+    a.hooks[b"bad"] = fails
+
+    def ends_the_worker(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("internal error while dispatching"):
+            raise LookupError("the filter failed")  # escapes the batch
+        if message.startswith("internal error in a shared dispatcher thread"):
+            raise SystemExit(0)  # escapes the worker
+        return True
+
+    logger = logging.getLogger(LOGGER)
+    logger.addFilter(ends_the_worker)
+    try:
+        a.send(b"bad")
+        h.log.wait_event("a", "frame", b"bad")
+        h.log.wait_event("b", "frame", b"b1")  # on the replacement
+    finally:
+        logger.removeFilter(ends_the_worker)
+    a.send(b"a2")
+    h.log.wait_event("a", "frame", b"a2")
+    assert b.thread_names("frame") == a.thread_names("frame")[1:] == ["avatarsdk-shared-1"]
+    assert a.threads[0][1] is not b.threads[0][1]  # a new thread, with the free name
+    wait_until(lambda: len(threads_named("avatarsdk-shared-")) == 1, "one worker", BOUND)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker's SystemExit
+def test_a_worker_that_ends_with_nothing_ready_is_not_replaced(h: Harness) -> None:
+    shared = h.shared(2)
+    a = h.probe("a", shared)
+    a.hooks[b"bad"] = lambda: (_ for _ in ()).throw(RuntimeError("handler failed"))
+
+    def ends_the_worker(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("internal error while dispatching"):
+            raise LookupError("the filter failed")
+        if message.startswith("internal error in a shared dispatcher thread"):
+            raise SystemExit(0)
+        return True
+
+    logger = logging.getLogger(LOGGER)
+    logger.addFilter(ends_the_worker)
+    try:
+        a.send(b"bad")
+        h.log.wait_event("a", "frame", b"bad")
+        wait_until(lambda: threads_named("avatarsdk-shared-") == [], "the worker to end", BOUND)
+    finally:
+        logger.removeFilter(ends_the_worker)
+    assert not h.log.within(0.05, "no", "event")  # a moment for a replacement that must not come
+    assert threads_named("avatarsdk-shared-") == [] and "running=0" in repr(shared)
+    a.send(b"a2")  # a later frame starts a worker again
+    h.log.wait_event("a", "frame", b"a2")
