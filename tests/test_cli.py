@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from conftest import unused_port
+from conftest import HAVE_PYAV, needs_pyav, unused_port
 
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk.audio import load_audio
@@ -257,7 +257,16 @@ def test_missing_credentials_exit_2_naming_the_variables(tmp_path: Path) -> None
     ("args", "message"),
     [
         (["send", "--local", "missing.wav"], "error: missing.wav: no such file"),
-        (["send", "--local", "garbage.wav"], "error: garbage.wav: not a WAV file, and FFmpeg cannot decode it"),
+        pytest.param(
+            ["send", "--local", "garbage.wav"],
+            "error: garbage.wav: not a WAV file, and FFmpeg cannot decode it",
+            marks=needs_pyav,
+        ),
+        pytest.param(
+            ["send", "--local", "garbage.wav"],
+            "error: garbage.wav: not a WAV file (no RIFF/WAVE header), and not a recognised audio format",
+            marks=pytest.mark.skipif(HAVE_PYAV, reason="without PyAV only"),
+        ),
         (["send", "--local", "good.wav", "--chunk-ms", "0"], "error: --chunk-ms: expected a positive"),
         (["send", "--local", "good.wav", "--timeout", "-1"], "error: --timeout: expected a positive"),
         (["send", "--local", "good.wav", "--out", "good.wav"], "error: --out: good.wav is not a directory"),

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Type
 
 import pytest
+from conftest import needs_pyav
 
 from avatarsdk import InsecureTransportWarning
 from avatarsdk._options import Options
@@ -216,6 +217,7 @@ def test_session_template_checks_v1_and_says_its_deprecation() -> None:
         )
 
 
+@needs_pyav
 def test_session_template_makes_the_encoder_once_before_any_io() -> None:
     good = config(audio_format=AudioFormat.OGG_OPUS, ogg_opus_encoder=OggOpusEncoderConfig(frame_duration_ms=40))
     assert quiet_template(good).ogg_opus_encoder == OggOpusEncoderConfig(frame_duration_ms=40)
@@ -255,6 +257,7 @@ def test_session_template_loopback_http_is_quiet() -> None:
     assert quiet_template(cfg).console_endpoint_url == "http://127.0.0.1:8080"
 
 
+@needs_pyav
 def test_session_template_is_out_of_reach_of_the_callers_encoder() -> None:
     encoder = OggOpusEncoderConfig(frame_duration_ms=20)
     template = quiet_template(config(audio_format=AudioFormat.OGG_OPUS, ogg_opus_encoder=encoder))
