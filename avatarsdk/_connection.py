@@ -13,7 +13,6 @@ import select
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import websocket
 
 from . import _protocol
+from ._deadline import Deadline
 from ._faults import CLOSE_NORMAL, closed_error, server_error, type_of
 from ._frames import OP_CLOSE, OP_PING, OP_TEXT, Control, FrameError, FrameParser, Message
 from ._upgrade import abort, open_websocket
@@ -125,12 +125,13 @@ class Connection:
 
     def handshake(self, configure: bytes, timeout: Optional[float]) -> _protocol.Confirm:
         """Send CLIENT_CONFIGURE_SESSION and read the reply within ``timeout``; return the confirmation."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         self.send_configure(configure, timeout)
         return self.await_confirmation(deadline, timeout)
 
-    def await_confirmation(self, deadline: Optional[float], timeout: Optional[float]) -> _protocol.Confirm:
-        """Read the handshake's reply (by ``deadline``, a ``time.monotonic()`` value); return the confirmation.
+    def await_confirmation(self, deadline: Deadline, timeout: Optional[float]) -> _protocol.Confirm:
+        """Read the handshake's reply (by ``deadline``; ``timeout`` names it in messages); return the
+        confirmation.
 
         Raises :class:`AvatarSDKError` (phase ``websocket_handshake``) for a server error, a close, a timeout
         or an unexpected reply. Messages that arrived after the reply are kept in ``pending``.
@@ -174,14 +175,14 @@ class Connection:
             phase=phase,
         )
 
-    def _first_message(self, deadline: Optional[float]) -> bytes:
+    def _first_message(self, deadline: Deadline) -> bytes:
         """The first binary message (pings answered on the way); later ones are kept in ``pending``."""
         while True:
             if self.pending:  # received with the upgrade response
                 messages, self.pending = self.pending, []
             else:
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
+                remaining = deadline.remaining()
+                if remaining is not None:
                     if remaining <= 0:
                         raise socket.timeout()
                     self._sock.settimeout(remaining)

@@ -57,9 +57,10 @@ class Connector:
                 phase=PHASE_SESSION_TOKEN,
             ) from None
 
-    def connect(self, token: str, state: State) -> Tuple[Connection, str, Tuple[str, ...]]:
+    def connect(self, token: str, state: State) -> Tuple[Connection, Tuple[str, Tuple[str, ...]]]:
         """Open a connection with ``token`` and complete the handshake (for ``start()`` and reconnects, while the
-        session is in ``state``); return it with its id and the server's capabilities. A ``close()`` meanwhile
+        session is in ``state``); return it with what its confirmation said: its id and the server's
+        capabilities. A ``close()`` meanwhile
         shuts the connection down (the handshake then fails) or, before it is open, makes this raise
         ``ValueError``."""
         core = self._core
@@ -82,12 +83,12 @@ class Connector:
             conn.close()
             raise ValueError("the session was closed while connecting")
         try:
-            connection_id, capabilities = core.ingress.handshake(conn, options.handshake_timeout)
+            confirmed = core.ingress.handshake(conn, options.handshake_timeout)
             conn.set_timeout(options.send_timeout)
         except BaseException:
             conn.close()
             raise
-        return conn, connection_id, capabilities
+        return conn, confirmed
 
     def close(self) -> None:
         """Release the token calls' connection pool."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Callable, FrozenSet, Optional
+from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Tuple
 
 from ._connection import Connection, StreamEnd
 from ._dispatch import safe_call
@@ -20,13 +20,13 @@ from ._ingress import Ingress
 from ._ledger import RequestLedger
 from ._lifecycle import Lifecycle, State
 from ._options import Options
+from ._reader import ParkedThread, Reader
 from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
 from .session_config import SessionConfig
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._queue import FrameQueue
-    from ._reader import ParkedThread
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,43 @@ class Core:
         self.lifecycle.move(to)
         self.changed.notify_all()
 
+    def end(self, error: Optional[AvatarSDKError]) -> None:
+        """The connection ended for good (lock held): ``CLOSING``, keeping the fault that ended it."""
+        self.lifecycle.ended(error)
+        self.changed.notify_all()
+
+    def adopt(
+        self,
+        conn: Connection,
+        queue: FrameQueue[StreamEnd],
+        confirmed: Tuple[str, Tuple[str, ...]],
+        *,
+        expected: State,
+        dispatcher: Optional[Dispatcher[StreamEnd]] = None,
+    ) -> bool:
+        """Make ``conn`` (its handshake done; ``confirmed`` is its connection id and capabilities) the session's
+        and start its reader on ``queue``, for ``start()`` and for a reconnect. ``False`` if ``close()`` came
+        while the session was ``expected``: ``conn`` is then closed, never used."""
+        with self.lock:
+            adopted = self.lifecycle.state is expected
+            if adopted:
+                parked = self.parked or ParkedThread(f"avatarsdk-reader-{self.number}")
+                self.parked = None
+                self.conn, self.queue, self.reader = conn, queue, parked.thread
+                if dispatcher is not None:
+                    self.dispatcher = dispatcher
+                self.connection_id, capabilities = confirmed
+                self.capabilities = frozenset(capabilities)
+                self.token = None  # a token is for one connection
+                self.send_failure = None
+                self.ingress.connected()
+                self.move(State.STARTED)
+                parked.run(Reader(conn, queue).run)
+        if not adopted:
+            conn.send_close(CLOSE_NORMAL)
+            conn.close()
+        return adopted
+
     def forked(self) -> bool:
         """Whether this process is a fork of the one that made the session."""
         return self.process != process_generation()
@@ -108,8 +145,14 @@ class Core:
                 " threads belong to that process: create a new session in this one"
             )
 
-    def sendable(self, op: str) -> Connection:
-        """The connection, if a client message may be sent on it now (lock not held; the send lock is)."""
+    def sendable(self, op: str) -> Optional[Connection]:
+        """The connection, if a client message may be sent on it now, or ``None`` while a reconnect runs (lock
+        not held; the send lock is).
+
+        Raises:
+            ValueError: the session is not started, or ``close()`` closed it.
+            AvatarSDKError: the server (or the network) ended it.
+        """
         self.check_process(op)
         with self.lock:
             state, conn = self.lifecycle.state, self.conn
@@ -117,7 +160,7 @@ class Core:
         if state is State.STARTED and conn is not None and conn.end is None:
             return conn
         if state is State.RECONNECTING:
-            raise self.not_reconnected(op)
+            return None
         if state in (State.NEW, State.INITIALIZED, State.STARTING):
             raise ValueError(f"{op}(): the session is not started; call start() first")
         if closed_by_user:

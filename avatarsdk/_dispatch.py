@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any, Callable, Deque, Generic, List, Optional, Tuple, TypeVar
 
+from ._deadline import Deadline
 from ._fork import process_generation
 from ._queue import End, FrameQueue, TextFrame
 
@@ -189,9 +189,9 @@ class _SharedSlot(Dispatcher[E]):
     def join(self, timeout: Optional[float]) -> None:
         if not self.started:
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         if self._done.wait(timeout) and self._end_thread is not None:  # its last act was to set _done
-            self._end_thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            self._end_thread.join(deadline.remaining())
 
     def is_alive(self) -> bool:
         if not self.started:

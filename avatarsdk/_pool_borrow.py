@@ -9,10 +9,10 @@ borrow, however the borrower's code ends.
 from __future__ import annotations
 
 import logging
-import time
 from types import TracebackType
 from typing import Callable, Generator, Optional, Type
 
+from ._deadline import Deadline
 from ._pool_lender import PooledSession
 from .avatar_session import AvatarSession
 from .errors import AvatarSDKError
@@ -20,7 +20,7 @@ from .request import Frame
 
 logger = logging.getLogger("avatarsdk.pool")  # the pool's records, whichever of its modules writes them
 
-Acquire = Callable[[Optional[float], Optional[float], str], PooledSession]  # (until, limit, op)
+Acquire = Callable[[Deadline, Optional[float], str], PooledSession]  # (deadline, limit, op)
 Release = Callable[[PooledSession, Optional[str]], None]  # (entry, failure)
 
 
@@ -36,8 +36,7 @@ class Borrow:
     def __enter__(self) -> AvatarSession:
         if self._entry is not None:
             raise ValueError("session(): this borrow is already in use; call pool.session() again")
-        until = None if self._limit is None else time.monotonic() + self._limit
-        self._entry = self._acquire(until, self._limit, "session")
+        self._entry = self._acquire(Deadline(self._limit), self._limit, "session")
         return self._entry.session
 
     def __exit__(
@@ -69,9 +68,9 @@ def stream_frames(
     """Borrow a session and send ``data`` on it at the first ``next()`` (which yields ``None``), then yield its
     frames. Sending on a session taken from the idle set that fails is tried once more on another (``number``:
     the pool's, for the log)."""
-    until = None if limit is None else time.monotonic() + limit
+    borrow_by = Deadline(limit)
     for attempt in (1, 2):
-        entry = acquire(until, limit, "stream")
+        entry = acquire(borrow_by, limit, "stream")
         try:
             # A generator: closing it abandons the request.
             frames = entry.session.stream(data, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline)

@@ -18,6 +18,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Optional
 
+from ._deadline import Deadline
 from ._dispatch import safe_call
 from ._fork import process_generation
 from ._pool_config import PoolConfig
@@ -73,10 +74,11 @@ class Lender:
 
     # ------------------------------------------------------------------------------------- lending
 
-    def acquire(self, until: Optional[float], limit: Optional[float], op: str) -> PooledSession:
-        """Lend an idle healthy session, or start one in this thread, or wait; ``until`` is a monotonic
-        deadline (``None``: none). Waiting borrowers are served first come, first served: one that arrives
-        while others wait queues behind them instead of taking the next returned session."""
+    def acquire(self, deadline: Deadline, limit: Optional[float], op: str) -> PooledSession:
+        """Lend an idle healthy session, or start one in this thread, or wait until ``deadline`` (``limit``
+        seconds from the borrow: named in the timeout's message). Waiting borrowers are served first come, first
+        served: one that arrives while others wait queues behind them instead of taking the next returned
+        session."""
         state = self.state
         ticket: Optional[object] = None  # this borrower's place in the queue, once it waits
         try:
@@ -89,13 +91,12 @@ class Lender:
                         if step.stale or step.lent is not None or step.start is not None:
                             break
                         ticket = state.queue(ticket)
-                        remaining = None if until is None else until - time.monotonic()
-                        if remaining is not None and remaining <= 0:
+                        if deadline.passed():
                             raise self._timeout_error(
                                 f"{op}(): no session available within {limit:g}s: all {state.max_size} sessions"
                                 f" (max_size) are in use ({state.timed_out()})"
                             )
-                        self.cond.wait(remaining)
+                        self.cond.wait(deadline.remaining())
                     if step.lent is not None or step.start is not None:
                         ticket = None  # served, and out of the queue: the next in line may find a session too
                         self.cond.notify_all()  # (and the maintenance thread: fewer idle than before)
@@ -175,13 +176,10 @@ class Lender:
 
     # ------------------------------------------------------------------------------------- closing
 
-    def close(self, until: Optional[float]) -> None:
-        """Close the idle sessions, wait until ``until`` (monotonic; ``None``: no limit) for starts to end (then
-        cut them short), for the maintenance thread, and for the lent sessions to come back."""
-
-        def remaining() -> Optional[float]:
-            return None if until is None else max(0.0, until - time.monotonic())
-
+    def close(self, deadline: Deadline) -> None:
+        """Close the idle sessions, wait until ``deadline`` for starts to end (then cut them short), for the
+        maintenance thread, and for the lent sessions to come back."""
+        remaining = deadline.remaining
         state = self.state
         with self.cond:
             first = not state.closed

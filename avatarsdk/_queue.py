@@ -9,9 +9,10 @@ consumer is told of new items through one callback, so the reader never needs to
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
-from typing import Any, Callable, Deque, Generic, List, NamedTuple, Optional, TypeVar, Union
+from typing import Any, Callable, Deque, Generic, List, NamedTuple, Optional, TypeVar
+
+from ._deadline import Deadline
 
 E = TypeVar("E")
 
@@ -42,9 +43,6 @@ class End(Generic[E]):
 
     def __init__(self, value: E) -> None:
         self.value = value
-
-
-Item = Union[bytes, TextFrame, "End[Any]"]
 
 
 class FrameQueue(Generic[E]):
@@ -150,10 +148,10 @@ class FrameQueue(Generic[E]):
     def wait_end(self, timeout: float) -> Optional[E]:
         """For the consumer: the end's value once it is queued (waiting up to ``timeout`` seconds for it), or
         ``None``. Nothing is taken."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         with self._cond:
             while not (self._items and isinstance(self._items[-1], End)):
-                remaining = deadline - time.monotonic()
+                remaining = deadline.remaining() or 0.0  # (a number: timeout is one)
                 if remaining <= 0:
                     return None
                 self._consumer_waiting = True

@@ -14,14 +14,12 @@ import math
 import time
 from typing import NamedTuple, Optional, Tuple
 
-from ._connection import Connection, StreamEnd
+from ._connection import StreamEnd
 from ._connector import Connector
 from ._core import Core
 from ._dispatch import safe_call
-from ._faults import CLOSE_NORMAL
 from ._lifecycle import State
 from ._queue import FrameQueue
-from ._reader import ParkedThread, Reader
 from ._receiver import Receiver
 from ._sender import Sender
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode
@@ -57,14 +55,13 @@ class Reconnector:
         reader.join()  # it queued the end as its last act
         with core.lock:
             closed_by_user, send_failure = core.lifecycle.closed_by_user, core.send_failure
+        closing = core.end_error(end)  # what the close (or the loss) stands for
         error: Optional[AvatarSDKError] = None
         if not closed_by_user:
             if end.fault is not None:
                 error = end.fault._derive(end.fault.message, connection_id=core.connection_id)
-            elif end.peer_closed:
-                error = core.end_error(end)
             else:
-                error = send_failure or core.end_error(end)
+                error = closing if end.peer_closed else send_failure or closing
         ending, reported = self._receiver.pair(error)
         cut: Optional[Tuple[str, ...]] = None
         with self._sender.lock:
@@ -75,8 +72,7 @@ class Reconnector:
                     core.move(State.RECONNECTING)
                     cut = core.ledger.drop(ending)
                 else:
-                    core.lifecycle.ended(ending or core.end_error(end))
-                    core.changed.notify_all()
+                    core.end(ending or closing)
         if cut is not None:
             assert ending is not None
             return self._reconnect(ending, cut, reported)
@@ -139,9 +135,7 @@ class Reconnector:
         """One reconnect attempt: ``(queue, None, _)`` on success, else ``(None, why, whether to go on)``."""
         core = self._core
         try:
-            conn, connection_id, capabilities = self._connector.connect(
-                self._connector.reconnect_token(), State.RECONNECTING
-            )
+            conn, confirmed = self._connector.connect(self._connector.reconnect_token(), State.RECONNECTING)
         except AvatarSDKError as err:
             logger.info("session #%d: reconnect attempt %d failed: %s", core.number, attempt, err)
             return None, err, err.retryable and self._reconnecting()
@@ -155,41 +149,18 @@ class Reconnector:
                 phase=PHASE_WEBSOCKET_RUNTIME,
             )
             return None, failure, False
-        queue = self._resume(conn, connection_id, capabilities)
-        if queue is None:
+        assert core.dispatcher is not None
+        queue = core.dispatcher.new_queue()
+        if not core.adopt(conn, queue, confirmed, expected=State.RECONNECTING):
             return None, last, False  # close() came first
         logger.info(
             "session #%d: reconnected after %d attempt%s (connection id %s)",
             core.number,
             attempt,
             "s" if attempt > 1 else "",
-            connection_id,
+            confirmed[0],
         )
         return queue, None, True
-
-    def _resume(
-        self, conn: Connection, connection_id: str, capabilities: Tuple[str, ...]
-    ) -> Optional[FrameQueue[StreamEnd]]:
-        """Make the reconnected ``conn`` the session's and start its reader; ``None`` if ``close()`` came first."""
-        core = self._core
-        assert core.dispatcher is not None
-        queue = core.dispatcher.new_queue()
-        with core.lock:
-            closing = core.state is not State.RECONNECTING
-            if not closing:
-                parked = ParkedThread(f"avatarsdk-reader-{core.number}")
-                core.conn, core.queue, core.reader = conn, queue, parked.thread
-                core.connection_id = connection_id
-                core.capabilities = frozenset(capabilities)
-                core.send_failure = None
-                core.ingress.connected()
-                core.move(State.STARTED)
-                parked.run(Reader(conn, queue).run)
-        if closing:
-            conn.send_close(CLOSE_NORMAL)
-            conn.close()
-            return None
-        return queue
 
     def _give_up(self, drop: _Drop, last: Optional[AvatarSDKError], attempts: int, elapsed: float) -> None:
         """The reconnect ended without a connection: the policy gave up, or ``close()`` came. Finish."""
@@ -198,8 +169,7 @@ class Reconnector:
         with core.lock:
             closing = not self._reconnecting()
             if not closing:
-                core.lifecycle.ended(None)
-                core.changed.notify_all()
+                core.end(None)
         if closing:
             self._fail_pulls(None)
         else:

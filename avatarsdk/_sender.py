@@ -141,8 +141,7 @@ class Sender:
             req_id = self._control_target(op, capability)
             self._transmit(conn, encode(req_id), req_id, deadline)
             if ends_request:
-                ledger.ended_by_client(req_id)
-                self.audio.drop()
+                self._ended_here(req_id)
         finally:
             self.lock.release()
         logger.debug("session #%d: %s req_id %s", core.number, op, req_id)
@@ -174,39 +173,41 @@ class Sender:
         """A pull request left before its last frame: tell the service to stop it, if it is still the most
         recent request (the service takes no other) and the session can send. Never raises."""
         core = self._core
-        with core.lock:
-            started = core.state is State.STARTED and not core.forked()
-        if not started or not core.ingress.controls:
+        if core.forked() or not core.ingress.controls:
             return
         try:
             with self.lock:
                 conn = core.sendable("interrupt")
-                if core.ledger.last != req_id:
-                    return  # a newer request followed
+                if conn is None or core.ledger.last != req_id:
+                    return  # reconnecting (the request is gone with its connection), or a newer request followed
                 self._transmit(conn, _protocol.encode_interrupt(req_id), req_id, Deadline(core.options.send_timeout))
-                if core.ledger.current == req_id:
-                    self.audio.drop()
-                core.ledger.ended_by_client(req_id)
+                self._ended_here(req_id)
             logger.debug("session #%d: abandoned request %s interrupted", core.number, req_id)
         except (AvatarSDKError, ValueError):
             logger.debug("session #%d: could not interrupt abandoned request %s", core.number, req_id)
+
+    def _ended_here(self, req_id: str) -> None:
+        """An interrupt of ``req_id`` went out: the request is over here too (its encoded stream dropped)."""
+        if self._core.ledger.current == req_id:
+            self.audio.drop()
+        self._core.ledger.ended_by_client(req_id)
 
     # ------------------------------------------------------------------------------ the one path
 
     def _take(self, op: str, deadline: Deadline, first: Callable[[], T]) -> Tuple[Connection, T]:
         """Take the send lock, run ``first`` (the checks that come before all others: a request cut off by a
         drop fails at once), and return the connection and what ``first`` returned, with the lock held. While a
-        reconnect runs, wait for it with the lock released. Everything within ``deadline``."""
+        reconnect runs (``Core.sendable`` says ``None``), wait for it with the lock released. Everything within
+        ``deadline``."""
         core = self._core
         while True:
             if not self.lock.acquire(timeout=deadline.lock_timeout()):
                 raise self._busy(op)
             try:
                 result = first()
-                with core.lock:
-                    reconnecting = core.state is State.RECONNECTING
-                if not reconnecting:
-                    return core.sendable(op), result
+                conn = core.sendable(op)
+                if conn is not None:
+                    return conn, result
             except BaseException:
                 self.lock.release()
                 raise

@@ -22,13 +22,12 @@ from ._connection import StreamEnd
 from ._connector import Connector
 from ._core import Core
 from ._dispatch import Dispatcher, new_dispatcher
-from ._faults import CLOSE_NORMAL
 from ._ingress import ingress_for
 from ._lifecycle import State
 from ._network import warn_insecure_transport
 from ._options import Options, SessionOptions
 from ._queue import Backlog
-from ._reader import ParkedThread, Reader
+from ._reader import ParkedThread
 from ._receiver import Receiver
 from ._reconnector import Reconnector
 from ._sender import Audio, Sender
@@ -209,7 +208,7 @@ class AvatarSession:
             token = core.token
         assert token is not None
         try:
-            conn, connection_id, capabilities = self._connector.connect(token, State.STARTING)
+            conn, confirmed = self._connector.connect(token, State.STARTING)
         except BaseException as exc:
             if self._start_failed():
                 raise ValueError("start(): the session was closed while starting") from exc
@@ -222,25 +221,11 @@ class AvatarSession:
             on_end=self._reconnector.on_end,
             name=f"avatarsdk-dispatch-{core.number}",
         )
-        with core.lock:
-            closing = core.state is not State.STARTING
-            if not closing:
-                parked = core.parked or ParkedThread(f"avatarsdk-reader-{core.number}")
-                core.parked = None
-                core.queue, core.dispatcher, core.reader = dispatcher.queue, dispatcher, parked.thread
-                core.connection_id = connection_id
-                core.capabilities = frozenset(capabilities)
-                core.token = None  # a token is for one connection
-                core.ingress.connected()
-                core.move(State.STARTED)
-                parked.run(Reader(conn, dispatcher.queue).run)
-        if closing:  # close() ran while we were connecting
-            conn.send_close(CLOSE_NORMAL)
-            conn.close()
-            self._start_failed()
+        if not core.adopt(conn, dispatcher.queue, confirmed, expected=State.STARTING, dispatcher=dispatcher):
+            self._start_failed()  # close() ran while we were connecting
             raise ValueError("start(): the session was closed while starting")
-        logger.debug("session #%d: started (connection id %s)", core.number, connection_id)
-        return connection_id
+        logger.debug("session #%d: started (connection id %s)", core.number, confirmed[0])
+        return confirmed[0]
 
     def _start_failed(self) -> bool:
         """start() failed: back to INITIALIZED (init() again for a new token), or, if close() came meanwhile,

@@ -76,13 +76,13 @@ import itertools
 import logging
 import os
 import threading
-import time
 import weakref
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, ContextManager, Generator, List, Optional, Type, Union, cast
 
 from ._config_checks import check_audio
+from ._deadline import Deadline
 from ._fork import process_generation
 from ._options import Options, SessionOptions
 from ._pool_borrow import Borrow, stream_frames
@@ -382,10 +382,10 @@ class SessionPool:
     def _borrow_limit(self, timeout: Optional[float]) -> Optional[float]:
         return self._borrow_timeout if timeout is None else check_timeout("timeout", timeout)
 
-    def _acquire(self, until: Optional[float], limit: Optional[float], op: str) -> PooledSession:
-        """Lend a session (see :meth:`Lender.acquire`); ``until`` is a monotonic deadline (``None``: none)."""
+    def _acquire(self, deadline: Deadline, limit: Optional[float], op: str) -> PooledSession:
+        """Lend a session by ``deadline`` (see :meth:`Lender.acquire`)."""
         self._check_fork()
-        return self._lender.acquire(until, limit, op)
+        return self._lender.acquire(deadline, limit, op)
 
     def _release(self, entry: PooledSession, failure: Optional[str] = None) -> None:
         """Take back a lent session: keep it idle if it may be lent again, otherwise close it."""
@@ -406,7 +406,7 @@ class SessionPool:
         """
         limit = check_timeout("timeout", timeout)
         self._check_fork()
-        self._lender.close(None if limit is None else time.monotonic() + limit)
+        self._lender.close(Deadline(limit))
         _live_pools.discard(self)
 
     def _close_at_exit(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
-from avatarsdk import _queue
+from avatarsdk import _deadline
 from avatarsdk._queue import Backlog, End, FrameQueue, TextFrame
 
 BOUND = 2.0  # seconds: the longest any wait here may take before the test fails
@@ -265,7 +265,8 @@ def test_wait_end_of_a_none_value_is_none() -> None:
 
 
 class StepClock:
-    """Stands in for ``time`` in ``avatarsdk._queue``: ``monotonic()`` returns the given readings, then fails."""
+    """Stands in for ``time`` in ``avatarsdk._deadline`` (the queue's deadline): ``monotonic()`` returns the
+    given readings, then fails."""
 
     def __init__(self, *readings: float) -> None:
         self.readings = list(readings)
@@ -278,7 +279,7 @@ class StepClock:
 def test_wait_end_does_not_wait_once_the_time_is_up(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     q = harness.queue()
     q._cond.cap = 0.0
-    monkeypatch.setattr(_queue, "time", StepClock(100.0, 101.0))  # the deadline (101), then exactly 101
+    monkeypatch.setattr(_deadline, "time", StepClock(100.0, 101.0))  # the deadline (101), then exactly 101
     assert q.wait_end(1.0) is None
     assert q._cond.timeouts == []
 
@@ -286,7 +287,7 @@ def test_wait_end_does_not_wait_once_the_time_is_up(harness: Harness, monkeypatc
 def test_wait_end_waits_for_what_is_left(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     q = harness.queue()
     q._cond.cap = 0.0  # each wait "lasts" until the clock's next reading
-    monkeypatch.setattr(_queue, "time", StepClock(100.0, 100.25, 100.75, 101.5))
+    monkeypatch.setattr(_deadline, "time", StepClock(100.0, 100.25, 100.75, 101.5))
     assert q.wait_end(1.0) is None  # waits 0.75, then the 0.25 left, then finds the time up
     assert q._cond.timeouts == [0.75, 0.25]
 

@@ -13,6 +13,7 @@ import pytest
 
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode
 from avatarsdk._connection import Connection
+from avatarsdk._deadline import Deadline
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk.testing.wire import ws_frame
 
@@ -110,7 +111,7 @@ def test_frames_in_the_same_write_as_the_upgrade_response_are_kept(serve: Callab
     server = serve(lambda head: [switching(head) + ws_frame(confirm()) + frame])
     conn = open_connection(server)
     try:
-        reply = conn.await_confirmation(None, None)
+        reply = conn.await_confirmation(Deadline(None), None)
         assert reply.connection_id == "conn-raw"
         assert conn.pending == [frame[2:]]
     finally:
@@ -124,7 +125,7 @@ def test_a_response_arriving_a_byte_at_a_time_is_read_whole(serve: Callable[[Ans
     server = serve(lambda head: [bytes([b]) for b in switching(head, "Server: slow\r\n") + ws_frame(confirm("c-2"))])
     conn = open_connection(server)
     try:
-        assert conn.await_confirmation(None, 2.0).connection_id == "c-2"
+        assert conn.await_confirmation(Deadline(None), 2.0).connection_id == "c-2"
     finally:
         conn.close()
 
