@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import socket
 import threading
 import time
 import types
 import warnings
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, ReconnectPolicy, new_avatar_session
+from avatarsdk import (
+    AvatarSDKError,
+    AvatarSDKErrorCode,
+    AvatarSession,
+    ReconnectPolicy,
+    SessionConfig,
+    new_avatar_session,
+)
 from avatarsdk.testing import FakeAvatarService
 
 try:  # the audio extra: Ogg Opus encoding and compressed formats; tests that need it skip without it
@@ -196,14 +207,110 @@ def failing_runtime(exc: BaseException) -> Any:
     return types.SimpleNamespace(Message=Message)
 
 
-def loopback_buffering() -> int:
-    """The most bytes the kernel may buffer on one loopback TCP connection (receive plus send autotuning
-    limits); 64 MiB where the limits cannot be read."""
+def tcp_buffer_limit(kind: str) -> int:
+    """The largest ``"rmem"`` (receive) or ``"wmem"`` (send) buffer the kernel gives a TCP socket; 32 MiB where
+    it cannot be read."""
     try:
-        with open("/proc/sys/net/ipv4/tcp_rmem") as rmem, open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
-            return int(rmem.read().split()[2]) + int(wmem.read().split()[2])
+        with open(f"/proc/sys/net/ipv4/tcp_{kind}") as limits:
+            return int(limits.read().split()[2])
     except (OSError, ValueError, IndexError):
-        return 64 << 20
+        return 32 << 20
+
+
+def loopback_buffering() -> int:
+    """The most bytes the kernel may buffer on one loopback TCP connection (receive plus send)."""
+    return tcp_buffer_limit("rmem") + tcp_buffer_limit("wmem")
+
+
+def valid_config(**changes: Any) -> SessionConfig:
+    """A valid configuration (PCM, 16 kHz, the v2 ingress), with ``changes``."""
+    fields: Dict[str, Any] = {
+        "avatar_id": "avatar-1",
+        "api_key": "sk-live-1",
+        "app_id": "app-1",
+        "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
+        "console_endpoint_url": "https://console.example",
+        "ingress_endpoint_url": "https://ingress.example/v2/driveningress",
+    }
+    fields.update(changes)
+    return SessionConfig(**fields)
+
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_for(head: bytes) -> str:
+    """The ``Sec-WebSocket-Accept`` that answers the upgrade request ``head``."""
+    key = next(
+        line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
+    )
+    return base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest()).decode()
+
+
+def switching(head: bytes, extra: str = "") -> bytes:
+    """A ``101 Switching Protocols`` answer to the upgrade request ``head`` (``extra``: more header lines)."""
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_for(head)}\r\n{extra}\r\n"
+    ).encode()
+
+
+Answer = Callable[[bytes], List[bytes]]  # a request's head -> the writes that answer it
+
+
+class RawServer:
+    """A loopback TCP server for what the stand-in cannot do: for each connection (one at a time) it reads the
+    request head, writes what ``answer`` gives, then reads until the client closes (``drain``) or holds the
+    connection without reading until ``close()``. ``rcvbuf``: a small receive buffer, so that a client sending
+    to a server that does not read blocks soon."""
+
+    def __init__(self, answer: Answer, *, drain: bool = True, rcvbuf: Optional[int] = None) -> None:
+        self.answer = answer
+        self.drain = drain
+        self.requests: List[bytes] = []
+        self._listener = socket.socket()
+        if rcvbuf is not None:  # before listen(): the accepted sockets inherit it
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="test-raw-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with client:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = client.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                self.requests.append(head)
+                try:
+                    for write in self.answer(head):
+                        client.sendall(write)
+                    if self.drain:
+                        while client.recv(4096):
+                            pass
+                    else:
+                        self._stop.wait(60)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() alone would not)
+        except OSError:
+            pass
+        self._listener.close()
+        self._thread.join(5)
 
 
 def optional(value: Optional[Any]) -> Any:

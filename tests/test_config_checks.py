@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Type
 
 import pytest
+from conftest import valid_config
 
 from avatarsdk._config_checks import check_audio, check_config, copy_config, secrets_of
 from avatarsdk._validation import OGG_OPUS_SAMPLE_RATES, PCM_SAMPLE_RATES
@@ -27,18 +28,7 @@ CALLBACKS = ("transport_frames", "on_error", "on_close", "on_playback_state", "o
 WAV_HEADER = b"RIFF\x24\x00\x00\x00WAVEfmt "  # 16 bytes: a WAV file's start
 
 
-def config(**changes: Any) -> SessionConfig:
-    """A valid configuration (PCM, 16 kHz, v2 ingress), with ``changes``."""
-    fields: dict = {  # type: ignore[type-arg]
-        "avatar_id": "avatar-1",
-        "api_key": "sk-live-1",
-        "app_id": "app-1",
-        "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
-        "console_endpoint_url": "https://console.example",
-        "ingress_endpoint_url": "https://ingress.example/v2/driveningress",
-    }
-    fields.update(changes)
-    return SessionConfig(**fields)
+config = valid_config
 
 
 def livekit(**changes: Any) -> LiveKitEgressConfig:

@@ -13,6 +13,7 @@ of a SharedDispatcher has no public view, so the tests that wait for workers to 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -983,6 +984,34 @@ def test_close_in_a_forked_child_forgets_the_parents_workers(h: Harness) -> None
     assert repr(shared) == "<SharedDispatcher threads=2 running=1>"
 
 
+@contextlib.contextmanager
+def faulty_log_filter(*, end_the_worker: bool = False) -> Iterator[None]:
+    """A filter on the dispatcher's logger that raises while a handler's error is logged (once): an exception
+    that escapes the batch. With ``end_the_worker``, also SystemExit while the worker logs that: it ends the
+    worker."""
+    raised: List[str] = []
+
+    def faulty(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("internal error while dispatching") and not raised:
+            raised.append(message)
+            raise LookupError("the filter failed")
+        if end_the_worker and message.startswith("internal error in a shared dispatcher thread"):
+            raise SystemExit(0)
+        return True
+
+    logger = logging.getLogger(LOGGER)
+    logger.addFilter(faulty)
+    try:
+        yield
+    finally:
+        logger.removeFilter(faulty)
+
+
+def handler_fails() -> None:
+    raise RuntimeError("handler failed")
+
+
 def test_an_exception_escaping_a_batch_is_logged_and_the_worker_goes_on(
     h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -990,30 +1019,12 @@ def test_an_exception_escaping_a_batch_is_logged_and_the_worker_goes_on(
     handler's error is logged) is logged by the worker, which goes on serving the other sessions."""
     shared = h.shared(1)
     a, b = h.probe("a", shared), h.probe("b", shared)
-
-    def fails() -> None:
-        raise RuntimeError("handler failed")
-
-    a.hooks[b"bad"] = fails
-    a.stuck = True  # what escaped took a's batch with it: a is never scheduled again (the strict xfail below)
-    raised: List[str] = []
-
-    def broken_filter(record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("internal error while dispatching") and not raised:
-            raised.append(record.getMessage())
-            raise LookupError("the filter failed")
-        return True
-
-    logger = logging.getLogger(LOGGER)
-    logger.addFilter(broken_filter)
-    try:
-        with caplog.at_level(logging.ERROR, logger=LOGGER):
-            a.send(b"bad")
-            h.log.wait_event("a", "frame", b"bad")
-            b.send(b"b1")
-            h.log.wait_event("b", "frame", b"b1")
-    finally:
-        logger.removeFilter(broken_filter)
+    a.hooks[b"bad"] = handler_fails
+    with faulty_log_filter(), caplog.at_level(logging.ERROR, logger=LOGGER):
+        a.send(b"bad")
+        h.log.wait_event("a", "frame", b"bad")
+        b.send(b"b1")
+        h.log.wait_event("b", "frame", b"b1")
     assert exc_records(caplog) == [("internal error in a shared dispatcher thread; continuing", LookupError)]
     assert b.thread_names("frame") == a.thread_names("frame") == ["avatarsdk-shared-1"]
 
@@ -1021,28 +1032,11 @@ def test_an_exception_escaping_a_batch_is_logged_and_the_worker_goes_on(
 def test_a_session_whose_batch_raised_past_drain_is_served_again(h: Harness) -> None:
     shared = h.shared(1)
     a = h.probe("a", shared)
-
-    def fails() -> None:
-        raise RuntimeError("handler failed")
-
-    a.hooks[b"bad"] = fails
-    a.stuck = True
-    raised: List[str] = []
-
-    def broken_filter(record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("internal error while dispatching") and not raised:
-            raised.append(record.getMessage())
-            raise LookupError("the filter failed")
-        return True
-
-    logger = logging.getLogger(LOGGER)
-    logger.addFilter(broken_filter)
-    try:
+    a.hooks[b"bad"] = handler_fails
+    with faulty_log_filter():
         a.send(b"bad")
         h.log.wait_event("a", "frame", b"bad")
         wait_until(lambda: idle(shared) == 1, "the worker to go on", BOUND)
-    finally:
-        logger.removeFilter(broken_filter)
     a.send(b"more")
     assert h.log.within(0.5, "a", "frame", b"more"), "a's later frame was never handled"
 
@@ -1079,26 +1073,13 @@ def test_a_worker_that_ends_is_replaced_for_the_sessions_still_ready(h: Harness)
 
     def fails() -> None:
         b.send(b"b1")  # b is ready while a's batch is being handled
-        raise RuntimeError("handler failed")
+        handler_fails()
 
     a.hooks[b"bad"] = fails
-
-    def ends_the_worker(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("internal error while dispatching"):
-            raise LookupError("the filter failed")  # escapes the batch
-        if message.startswith("internal error in a shared dispatcher thread"):
-            raise SystemExit(0)  # escapes the worker
-        return True
-
-    logger = logging.getLogger(LOGGER)
-    logger.addFilter(ends_the_worker)
-    try:
+    with faulty_log_filter(end_the_worker=True):
         a.send(b"bad")
         h.log.wait_event("a", "frame", b"bad")
         h.log.wait_event("b", "frame", b"b1")  # on the replacement
-    finally:
-        logger.removeFilter(ends_the_worker)
     a.send(b"a2")
     h.log.wait_event("a", "frame", b"a2")
     assert b.thread_names("frame") == a.thread_names("frame")[1:] == ["avatarsdk-shared-1"]
@@ -1110,24 +1091,11 @@ def test_a_worker_that_ends_is_replaced_for_the_sessions_still_ready(h: Harness)
 def test_a_worker_that_ends_with_nothing_ready_is_not_replaced(h: Harness) -> None:
     shared = h.shared(2)
     a = h.probe("a", shared)
-    a.hooks[b"bad"] = lambda: (_ for _ in ()).throw(RuntimeError("handler failed"))
-
-    def ends_the_worker(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("internal error while dispatching"):
-            raise LookupError("the filter failed")
-        if message.startswith("internal error in a shared dispatcher thread"):
-            raise SystemExit(0)
-        return True
-
-    logger = logging.getLogger(LOGGER)
-    logger.addFilter(ends_the_worker)
-    try:
+    a.hooks[b"bad"] = handler_fails
+    with faulty_log_filter(end_the_worker=True):
         a.send(b"bad")
         h.log.wait_event("a", "frame", b"bad")
         wait_until(lambda: threads_named("avatarsdk-shared-") == [], "the worker to end", BOUND)
-    finally:
-        logger.removeFilter(ends_the_worker)
     assert not h.log.within(0.05, "no", "event")  # a moment for a replacement that must not come
     assert threads_named("avatarsdk-shared-") == [] and "running=0" in repr(shared)
     a.send(b"a2")  # a later frame starts a worker again

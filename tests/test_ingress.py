@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import warnings
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import pytest
+from conftest import valid_config
 
 import avatarsdk
 from avatarsdk import _ingress, _protocol, _protocol_v1
@@ -20,7 +20,7 @@ from avatarsdk._ingress import Ingress, IngressV1, IngressV2, ingress_for
 from avatarsdk._proto import ingress_v1_pb2 as pb1
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk._protocol import Confirm, Malformed, ServerErrorMessage, Unknown
-from avatarsdk.session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig
+from avatarsdk.session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig
 from avatarsdk.testing.wire import animation_fields, animation_frame, field_bytes, field_varint, v1_animation_frame
 
 V2_URL = "https://ingress.example/v2/driveningress"
@@ -30,17 +30,7 @@ V1_DEPRECATION = "the v1 ingress (/v1/driveningress) is deprecated by the servic
 V1_AUDIO_ONLY = "ingress_endpoint_url: the v1 ingress takes only 16 kHz PCM (sample_rate=16000, audio_format=PCM_S16LE)"
 
 
-def config(**changes: Any) -> SessionConfig:
-    fields: dict = {  # type: ignore[type-arg]
-        "avatar_id": "avatar-1",
-        "api_key": "sk-live-1",
-        "app_id": "app-1",
-        "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
-        "console_endpoint_url": "https://console.example",
-        "ingress_endpoint_url": V2_URL,
-    }
-    fields.update(changes)
-    return SessionConfig(**fields)
+config = valid_config
 
 
 def v1(**changes: Any) -> IngressV1:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Callable, Type
 
 import pytest
-from conftest import needs_pyav
+from conftest import needs_pyav, valid_config
 
 from avatarsdk import InsecureTransportWarning
 from avatarsdk._options import Options
@@ -27,17 +27,7 @@ from avatarsdk.session_config import (
 V1_URL = "https://ingress.example/v1/driveningress"
 
 
-def config(**changes: Any) -> SessionConfig:
-    fields: dict = {  # type: ignore[type-arg]
-        "avatar_id": "avatar-1",
-        "api_key": "sk-live-1",
-        "app_id": "app-1",
-        "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
-        "console_endpoint_url": "https://console.example",
-        "ingress_endpoint_url": "https://ingress.example/v2/driveningress",
-    }
-    fields.update(changes)
-    return SessionConfig(**fields)
+config = valid_config
 
 
 def message(kind: Type[Exception], call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:

@@ -11,15 +11,14 @@ import random
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from conftest import failing_runtime
+from conftest import failing_runtime, valid_config
 from google.protobuf.message import DecodeError
 
-from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, SessionConfig, _protocol
+from avatarsdk import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, _protocol
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk._protocol import (
     Animation,
@@ -168,17 +167,7 @@ def test_redact_url_without_query_is_unchanged() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def config(**overrides: Any) -> SessionConfig:
-    kwargs: Dict[str, Any] = {
-        "avatar_id": "av-1",
-        "api_key": "key",
-        "app_id": "app-1",
-        "expire_at": datetime.now(timezone.utc) + timedelta(hours=1),
-        "console_endpoint_url": "https://console.example",
-        "ingress_endpoint_url": "https://ingress.example/v2/driveningress",
-    }
-    kwargs.update(overrides)
-    return SessionConfig(**kwargs)
+config = valid_config
 
 
 def decode_pb(data: bytes) -> Any:

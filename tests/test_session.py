@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import base64
 import gc
-import hashlib
 import io
 import logging
 import re
-import socket
 import threading
 import time
 import wave
 from typing import Any, Callable, Dict, List
 
 import pytest
-from conftest import CLOSE_CODE_ERRORS, Recorder, pcm, started, unused_port, wait_until
+from conftest import (
+    CLOSE_CODE_ERRORS,
+    RawServer,
+    Recorder,
+    pcm,
+    started,
+    switching,
+    tcp_buffer_limit,
+    unused_port,
+    wait_until,
+)
 
 from avatarsdk import (
     AgoraEgressConfig,
@@ -687,56 +694,12 @@ def test_close_does_not_wait_forever_for_a_server_that_stopped_reading(
     assert recorder.closes == 1 and recorder.errors == []
 
 
-class StalledIngress:
+def stalled_ingress() -> RawServer:
     """An ingress that upgrades and confirms at once, then never reads again; its receive buffer is tiny, so a
     client's send blocks as soon as its own socket buffer is full."""
-
-    def __init__(self) -> None:
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="stalled-ingress", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v2/driveningress"
-
-    def _serve(self) -> None:
-        try:
-            client, _ = self._listener.accept()
-        except OSError:
-            return
-        with client:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += client.recv(4096)
-            key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", head)
-            assert key is not None
-            accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-            confirm = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
-            confirm.server_confirm_session.connection_id = "conn-stalled"
-            client.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + ws_frame(confirm.SerializeToString())
-            )
-            self._stop.wait(60)  # never reads again
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        self._thread.join(5)
-
-
-def send_buffer_limit() -> int:
-    """The largest send buffer the kernel gives a TCP socket (64 MiB where it cannot be read)."""
-    try:
-        with open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
-            return int(wmem.read().split()[2])
-    except (OSError, ValueError, IndexError):
-        return 64 << 20
+    confirm = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
+    confirm.server_confirm_session.connection_id = "conn-stalled"
+    return RawServer(lambda head: [switching(head) + ws_frame(confirm.SerializeToString())], drain=False, rcvbuf=4096)
 
 
 def test_close_is_bounded_while_another_thread_is_blocked_in_a_send(
@@ -745,10 +708,15 @@ def test_close_is_bounded_while_another_thread_is_blocked_in_a_send(
     """A server that stopped reading while a thread is in the middle of a large send: close() from another
     thread returns within close_timeout (and a little); the blocked send raises at once, saying that close() cut
     it; a user's close is no error."""
-    ingress = StalledIngress()
+    ingress = stalled_ingress()
     try:
-        session = started(make_session, ingress_endpoint_url=ingress.url, close_timeout=2.0, send_timeout=None)
-        chunk = bytes(send_buffer_limit() + (1 << 20))  # more than the socket can ever take: the send must block
+        session = started(
+            make_session,
+            ingress_endpoint_url=f"http://{ingress.address}/v2/driveningress",
+            close_timeout=2.0,
+            send_timeout=None,
+        )
+        chunk = bytes(tcp_buffer_limit("wmem") + (1 << 20))  # more than the socket can ever take: the send must block
         failure: Dict[str, Any] = {}
 
         def send() -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import socket
-import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -17,7 +15,7 @@ from typing import Any, Callable, Dict
 
 import pytest
 import requests
-from conftest import optional, unused_port
+from conftest import RawServer, optional, unused_port
 
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, SessionTokenError
 from avatarsdk._backoff import NO_RETRIES, Backoff
@@ -724,53 +722,22 @@ def test_a_body_of_many_chunks_is_joined_as_sent(service: FakeAvatarService) -> 
     assert call_token(service.console_url, service.api_key) == token
 
 
-class EndlessBody:
-    """A server on loopback that answers one request with a 64 MiB Content-Length, sends a little more than
-    1 MiB of it, then holds the connection open (until ``close()``, at most ``hold`` seconds)."""
-
-    def __init__(self, hold: float = 3.0) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.hold = hold
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name="token-test-endless-body", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.listener.settimeout(self.hold)
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn:
-            received = b""
-            while b"\r\n\r\n" not in received:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                received += chunk
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (64 * MiB)
-            try:
-                conn.sendall(head + b"x" * (MAX_BODY_BYTES + 4 * 65536))
-            except OSError:  # the client stopped reading at the cap and closed
-                return
-            self.release.wait(self.hold)
-
-    def close(self) -> None:
-        self.release.set()
-        self.thread.join(self.hold + 1)
-        self.listener.close()
+def endless_body() -> RawServer:
+    """A server that answers one request with a 64 MiB Content-Length, sends a little more than 1 MiB of it,
+    then holds the connection open (until ``close()``)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (64 * MiB)
+    return RawServer(lambda _: [head + b"x" * (MAX_BODY_BYTES + 4 * 65536)], drain=False)
 
 
 def test_a_body_past_the_cap_is_not_read_to_its_end() -> None:
-    server = EndlessBody()
+    server = endless_body()
     try:
         began = time.monotonic()
-        err = token_error(server.url, timeout=(1.0, 1.0))
+        err = token_error(f"http://{server.address}", timeout=(1.0, 1.0))
         elapsed = time.monotonic() - began
     finally:
         server.close()
-    host = server.url.split("://", 1)[1]
+    host = server.address
     assert err.message == f"token response from {host} is larger than 1048576 bytes"
     assert elapsed < 0.9  # it stopped at the cap; it did not wait for the rest (the server holds it back)
 

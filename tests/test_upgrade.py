@@ -3,13 +3,10 @@ as each test says (the stand-in's server always answers well-formed)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import socket
-import threading
 from typing import Callable, Iterator, List, Optional
 
 import pytest
+from conftest import Answer, RawServer, switching
 
 from avatarsdk import AvatarSDKError, AvatarSDKErrorCode
 from avatarsdk._connection import Connection
@@ -17,55 +14,7 @@ from avatarsdk._deadline import Deadline
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk.testing.wire import ws_frame
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TOKEN = "session-token-7f3a"
-Answer = Callable[[bytes], List[bytes]]  # the request's head → the writes to answer with
-
-
-class RawServer:
-    """Accepts one connection at a time, reads the request head, answers with the writes ``answer`` gives,
-    then keeps the connection open until the client closes it."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.requests: List[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._thread = threading.Thread(target=self._serve, name="raw-upgrade-server", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self._listener.getsockname()[1]}/v2/driveningress/websocket?id=a"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            with client:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = client.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
-                self.requests.append(head)
-                try:
-                    for write in self.answer(head):
-                        client.sendall(write)
-                    while client.recv(4096):
-                        pass
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() alone would not)
-        except OSError:
-            pass
-        self._listener.close()
-        self._thread.join(5)
 
 
 @pytest.fixture
@@ -81,28 +30,18 @@ def serve() -> Iterator[Callable[[Answer], RawServer]]:
         server.close()
 
 
-def accept_for(head: bytes) -> str:
-    key = next(
-        line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key")
-    )
-    return base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
-
-
-def switching(head: bytes, extra: str = "") -> bytes:
-    return (
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_for(head)}\r\n{extra}\r\n"
-    ).encode()
-
-
 def confirm(connection_id: str = "conn-raw") -> bytes:
     msg = pb.Message(type=pb.MESSAGE_SERVER_CONFIRM_SESSION)
     msg.server_confirm_session.connection_id = connection_id
     return msg.SerializeToString()
 
 
+def url(server: RawServer) -> str:
+    return f"ws://{server.address}/v2/driveningress/websocket?id=a"
+
+
 def open_connection(server: RawServer, timeout: float = 2.0) -> Connection:
-    return Connection.open(server.url, {"X-Session-Key": TOKEN}, connect_timeout=timeout, secrets=(TOKEN,))
+    return Connection.open(url(server), {"X-Session-Key": TOKEN}, connect_timeout=timeout, secrets=(TOKEN,))
 
 
 def test_frames_in_the_same_write_as_the_upgrade_response_are_kept(serve: Callable[[Answer], RawServer]) -> None:
@@ -144,7 +83,8 @@ def test_a_rejection_body_in_several_writes_is_read_to_its_length(serve: Callabl
 def test_a_redirect_is_not_followed(serve: Callable[[Answer], RawServer]) -> None:
     """The session token is never sent to another address."""
     elsewhere = serve(lambda head: [switching(head)])
-    server = serve(lambda _: [f"HTTP/1.1 302 Found\r\nLocation: {elsewhere.url}\r\nContent-Length: 0\r\n\r\n".encode()])
+    redirect = f"HTTP/1.1 302 Found\r\nLocation: {url(elsewhere)}\r\nContent-Length: 0\r\n\r\n"
+    server = serve(lambda _: [redirect.encode()])
     with pytest.raises(AvatarSDKError) as info:
         open_connection(server)
     assert info.value.http_status == 302 and elsewhere.requests == []
