@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 E = TypeVar("E")
 
+#: What a user callback may raise without ending anything: every ``Exception``, and ``SystemExit`` (a callback's
+#: ``sys.exit()`` would only end the SDK's thread it runs on). It is logged, and the session carries on.
+CALLBACK_FAULTS = (Exception, SystemExit)
+
 
 def safe_call(label: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
     """Call a user callback; log (never raise) what it raises."""
@@ -30,7 +34,7 @@ def safe_call(label: str, fn: Optional[Callable[..., Any]], *args: Any) -> None:
         return
     try:
         fn(*args)
-    except (Exception, SystemExit):  # sys.exit() in a callback would only end the SDK's thread
+    except CALLBACK_FAULTS:
         logger.exception("%s callback raised; the session carries on", label)
 
 
@@ -94,7 +98,7 @@ class Dispatcher(Generic[E]):
                     return item
                 else:
                     self._on_text(item)
-            except (Exception, SystemExit):  # a callback's sys.exit() does not end the session's dispatch
+            except CALLBACK_FAULTS:
                 logger.exception("internal error while dispatching; continuing")
         return None
 

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 from . import _protocol
 from ._core import Core
-from ._dispatch import safe_call
+from ._dispatch import CALLBACK_FAULTS, safe_call
 from ._faults import server_error
 from ._queue import TextFrame
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode
@@ -50,7 +50,7 @@ class Receiver:
         if callback is not None:
             try:
                 callback(data, last)
-            except (Exception, SystemExit):  # sys.exit() in a callback would only end the SDK's thread
+            except CALLBACK_FAULTS:
                 logger.exception("transport_frames callback raised; the session carries on")
         if self._inboxes:
             inbox = self._inboxes.get(req_id)
