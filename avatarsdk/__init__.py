@@ -15,7 +15,7 @@ from ._options import SessionOptions
 from ._queue import Backlog
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
-from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
+from .errors import AvatarSDKError, AvatarSDKErrorCode, CloseCode, RequestTimeoutError, SessionTokenError
 from .framefile import FrameWriter, read_frames
 from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
@@ -30,6 +30,7 @@ from .session_config import (
     SessionConfig,
     SessionConfigBuilder,
 )
+from .tracing import TraceContext
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "AvatarSDKErrorCode",
     "AvatarSession",
     "Backlog",
+    "CloseCode",
     "Frame",
     "FrameWriter",
     "InsecureTransportWarning",
@@ -60,6 +62,7 @@ __all__ = [
     "SessionPool",
     "SessionTokenError",
     "SharedDispatcher",
+    "TraceContext",
     "__version__",
     "chunk_pcm",
     "generate_log_id",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from ._validation import (
     OGG_OPUS_SAMPLE_RATES,
@@ -55,7 +55,27 @@ def check_config(config: Any) -> SessionConfig:
         if config.audio_format is not AudioFormat.OGG_OPUS:
             raise ValueError("ogg_opus_encoder: expected audio_format=OGG_OPUS (PCM sessions send PCM as it is)")
     _check_egress(config)
+    check_extra_params(config.extra_params)
     return config
+
+
+def check_extra_params(params: Any) -> Dict[str, str]:
+    """Session parameters: a mapping of non-empty str keys to str values, both valid UTF-8."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"extra_params: expected a dict of str to str, got {type(params).__name__}")
+    for key, value in params.items():
+        if not isinstance(key, str):
+            raise TypeError(f"extra_params: expected str keys, got {type(key).__name__} {key!r}")
+        if not key:
+            raise ValueError("extra_params: expected non-empty keys, got ''")
+        if not isinstance(value, str):
+            raise TypeError(f"extra_params[{key!r}]: expected a str, got {type(value).__name__}")
+        for text in (key, value):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"extra_params[{key!r}]: expected text encodable as UTF-8, got {text!r}") from None
+    return dict(params)
 
 
 def _check_egress(config: SessionConfig) -> None:
@@ -110,6 +130,7 @@ def copy_config(config: SessionConfig) -> SessionConfig:
         livekit_egress=livekit,
         agora_egress=copy.copy(config.agora_egress),
         ogg_opus_encoder=copy.copy(config.ogg_opus_encoder),
+        extra_params=dict(config.extra_params),
     )
 
 

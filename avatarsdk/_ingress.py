@@ -17,6 +17,7 @@ from ._network import user_stacklevel
 from ._protocol import peek_animation
 from .logid import generate_log_id
 from .session_config import AudioFormat, SessionConfig
+from .tracing import TraceContext
 
 #: ``deliver(data, req_id, last)``: an animation frame, exactly as received.
 Deliver = Callable[[bytes, str, bool], None]
@@ -30,6 +31,7 @@ class Ingress:
     __slots__ = ("_config",)
     version = 2
     controls = True  # interrupt, pause and resume exist
+    traces = True  # a request's first chunk can carry a trace context
 
     def __init__(self, config: SessionConfig) -> None:
         self._config = config
@@ -42,8 +44,9 @@ class Ingress:
         """Complete a new connection's handshake; return its connection id and the server's capabilities."""
         raise NotImplementedError
 
-    def encode_audio(self, req_id: str, audio: bytes, end: bool) -> bytes:
-        """The message carrying one chunk of request ``req_id`` (called in the order chunks are sent)."""
+    def encode_audio(self, req_id: str, audio: bytes, end: bool, trace: Optional[TraceContext] = None) -> bytes:
+        """The message carrying one chunk of request ``req_id`` (called in the order chunks are sent; ``trace``
+        only where :attr:`traces` says the generation has one)."""
         raise NotImplementedError
 
     def connected(self) -> None:
@@ -77,8 +80,8 @@ class IngressV2(Ingress):
         confirm = conn.handshake(self._configure, timeout)
         return confirm.connection_id, confirm.capabilities
 
-    def encode_audio(self, req_id: str, audio: bytes, end: bool) -> bytes:
-        return _protocol.encode_audio(req_id, audio, end)
+    def encode_audio(self, req_id: str, audio: bytes, end: bool, trace: Optional[TraceContext] = None) -> bytes:
+        return _protocol.encode_audio(req_id, audio, end, trace)
 
     def frame_handler(self, deliver: Deliver, other: Other) -> Callable[[bytes], None]:
         decode, animation = _protocol.decode, _protocol.Animation
@@ -104,6 +107,7 @@ class IngressV1(Ingress):
 
     version = 1
     controls = False
+    traces = False
 
     def __init__(self, config: SessionConfig) -> None:
         super().__init__(config)
@@ -122,7 +126,7 @@ class IngressV1(Ingress):
     def handshake(self, conn: Connection, timeout: Optional[float]) -> Tuple[str, Tuple[str, ...]]:
         return self._connection_id, ()
 
-    def encode_audio(self, req_id: str, audio: bytes, end: bool) -> bytes:
+    def encode_audio(self, req_id: str, audio: bytes, end: bool, trace: Optional[TraceContext] = None) -> bytes:
         self._segments.audio(req_id, len(audio), end)  # before it is sent: its frames may follow at once
         return _protocol_v1.encode_audio(req_id, audio, end)
 
@@ -160,6 +164,8 @@ def ingress_for(config: SessionConfig, *, warn: bool = True) -> Ingress:
         raise ValueError("use_query_auth: the v1 ingress takes its credentials in headers only")
     if config.livekit_egress is not None or config.agora_egress is not None:
         raise ValueError("livekit_egress/agora_egress: the v1 ingress has no egress configuration")
+    if config.extra_params:
+        raise ValueError("extra_params: the v1 ingress has no session parameters")
     if warn:
         warnings.warn(
             "the v1 ingress (/v1/driveningress) is deprecated by the service; use /v2/driveningress",

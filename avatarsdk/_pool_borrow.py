@@ -17,6 +17,7 @@ from ._pool_lender import PooledSession
 from .avatar_session import AvatarSession
 from .errors import AvatarSDKError
 from .request import Frame
+from .tracing import TraceContext
 
 logger = logging.getLogger("avatarsdk.pool")  # the pool's records, whichever of its modules writes them
 
@@ -63,6 +64,7 @@ def stream_frames(
     chunk_ms: int,
     frame_timeout: Optional[float],
     deadline: Optional[float],
+    trace_context: Optional[TraceContext] = None,
     number: int,
 ) -> Generator[Optional[Frame], None, None]:
     """Borrow a session and send ``data`` on it at the first ``next()`` (which yields ``None``), then yield its
@@ -73,7 +75,9 @@ def stream_frames(
         entry = acquire(borrow_by, limit, "stream")
         try:
             # A generator: closing it abandons the request.
-            frames = entry.session.stream(data, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline)
+            frames = entry.session.stream(
+                data, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline, trace_context=trace_context
+            )
         except AvatarSDKError as exc:
             release(entry, f"sending failed ({exc.code.value})")
             if attempt == 2 or not entry.from_idle:

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from ._proto import ingress_v2_pb2 as pb
 from .session_config import AudioFormat, SessionConfig
+from .tracing import TraceContext
 
 __all__ = [
     "Animation",
@@ -112,16 +113,21 @@ def encode_configure(config: SessionConfig) -> bytes:
         ag.token = agora.token
         ag.uid = agora.uid
         ag.publisher_id = agora.publisher_id
+    if config.extra_params:  # field 8, only when non-empty: the message is otherwise the official SDK's
+        conf.extra_params.update(config.extra_params)
     return msg.SerializeToString()
 
 
-def encode_audio(req_id: str, audio: bytes, end: bool) -> bytes:
-    """CLIENT_AUDIO_INPUT carrying one chunk of request ``req_id``."""
+def encode_audio(req_id: str, audio: bytes, end: bool, trace: Optional[TraceContext] = None) -> bytes:
+    """CLIENT_AUDIO_INPUT carrying one chunk of request ``req_id`` (``trace``: a request's first chunk's)."""
     msg = pb.Message(type=pb.MESSAGE_CLIENT_AUDIO_INPUT)
     chunk = msg.client_audio_input
     chunk.req_id = req_id
     chunk.end = end
     chunk.audio = audio
+    if trace is not None:
+        chunk.trace_context.traceparent = trace.traceparent
+        chunk.trace_context.tracestate = trace.tracestate
     return msg.SerializeToString()
 
 

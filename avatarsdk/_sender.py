@@ -23,6 +23,7 @@ from .errors import PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
 from .logid import generate_log_id
 from .request import RequestInbox
 from .session_config import AudioFormat, SessionConfig
+from .tracing import TraceContext
 
 logger = logging.getLogger(__name__)
 
@@ -95,28 +96,46 @@ class Sender:
     """The send path of one session (see the module documentation). Thread-safety: every method may be called
     from any thread; messages go out whole, in the order the calls took the send lock."""
 
-    __slots__ = ("_core", "audio", "lock")
+    __slots__ = ("_core", "_trace", "audio", "lock")
 
     def __init__(self, core: Core) -> None:
         self._core = core
         self.lock = threading.Lock()  # wire order of client messages, and the request cursor
         self.audio = AudioOut(core.config)
+        # (req_id, trace context) for the first chunk of that request that goes out (send lock held)
+        self._trace: Optional[Tuple[str, TraceContext]] = None
 
     # ------------------------------------------------------------------------------ operations
 
-    def send_audio(self, op: str, audio: Audio, end: bool, req_id: Optional[str] = None) -> str:
-        """Send one chunk of the current request (``req_id``: of that pull request); return its id."""
+    def send_audio(
+        self,
+        op: str,
+        audio: Audio,
+        end: bool,
+        req_id: Optional[str] = None,
+        trace_context: Optional[TraceContext] = None,
+    ) -> str:
+        """Send one chunk of the current request (``req_id``: of that pull request); return its id.
+        ``trace_context`` goes with the request's first chunk (``ValueError`` on a later one)."""
         data = self.audio.check(audio, end)
+        self._check_trace(op, trace_context)
         ledger = self._core.ledger
         deadline = Deadline(self._core.options.send_timeout)
         conn, _ = self._take(op, deadline, lambda: ledger.check_cut(req_id, PHASE_WEBSOCKET_SEND))
         try:
             target = ledger.chunk_target(req_id, op)
             first = not ledger.has_audio
+            if trace_context is not None:
+                if not first:
+                    raise ValueError(
+                        f"trace_context: only a request's first chunk carries one; request {target} has sent audio"
+                    )
+                self._trace = (target, trace_context)
             payload = self.audio.payload(data, end, first)
             encoded = None
             if payload is not None:
-                self._transmit(conn, self._core.ingress.encode_audio(target, payload, end), target, deadline)
+                trace = self._first_trace(target) if first else None
+                self._transmit(conn, self._core.ingress.encode_audio(target, payload, end, trace), target, deadline)
                 ledger.chunk_sent(target, end)
                 encoded = self.audio.finished() if end else None
         finally:
@@ -159,15 +178,32 @@ class Sender:
             raise ValueError(f"{op}(): no request yet; send audio first")
         return req_id
 
-    def open(self, op: str) -> RequestInbox:
-        """Reserve a new request (a pull request's); return the inbox its frames go to."""
+    def open(self, op: str, trace_context: Optional[TraceContext] = None) -> RequestInbox:
+        """Reserve a new request (a pull request's); return the inbox its frames go to. ``trace_context`` goes
+        with the request's first chunk."""
+        self._check_trace(op, trace_context)
         self._take(op, Deadline(self._core.options.send_timeout), lambda: None)
         try:
             inbox = RequestInbox(generate_log_id())
             self._core.ledger.open(op, inbox.req_id, inbox)
+            if trace_context is not None:
+                self._trace = (inbox.req_id, trace_context)
         finally:
             self.lock.release()
         return inbox
+
+    def _check_trace(self, op: str, trace_context: Optional[TraceContext]) -> None:
+        if trace_context is None:
+            return
+        if not isinstance(trace_context, TraceContext):
+            raise TypeError(f"trace_context: expected a TraceContext, got {type(trace_context).__name__}")
+        if not self._core.ingress.traces:
+            raise ValueError(f"{op}(): trace_context: the v1 ingress has no trace context")
+
+    def _first_trace(self, req_id: str) -> Optional[TraceContext]:
+        """The trace context waiting for request ``req_id``'s first chunk, taken (send lock held)."""
+        waiting, self._trace = self._trace, None
+        return waiting[1] if waiting is not None and waiting[0] == req_id else None
 
     def abandon(self, req_id: str) -> None:
         """A pull request left before its last frame: tell the service to stop it, if it is still the most

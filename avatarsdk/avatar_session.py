@@ -13,7 +13,7 @@ import logging
 import weakref
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, FrozenSet, Generator, List, Optional, Type, Union
+from typing import TYPE_CHECKING, FrozenSet, Generator, List, Mapping, Optional, Type, Union
 
 from . import _protocol
 from ._closer import close_session
@@ -46,6 +46,7 @@ from .session_config import (
     SessionConfig,
     TransportFramesCallback,
 )
+from .tracing import TraceContext
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -242,7 +243,7 @@ class AvatarSession:
 
     # ------------------------------------------------------------------------------------- sending
 
-    def send_audio(self, audio: Audio, end: bool = False) -> str:
+    def send_audio(self, audio: Audio, end: bool = False, *, trace_context: Optional[TraceContext] = None) -> str:
         """Send one chunk of the current request's audio; return its request id.
 
         The first chunk after ``start()``, after an ``end=True`` chunk or after ``interrupt()`` starts a new
@@ -251,20 +252,26 @@ class AvatarSession:
         Args:
             audio: PCM s16le mono at ``config.sample_rate`` (or Ogg Opus bytes for ``OGG_OPUS`` sessions).
             end: ``True`` on the request's last chunk (it may be empty).
+            trace_context: A W3C :class:`~avatarsdk.TraceContext` for the request, on its first chunk only.
 
         Raises:
             TypeError, ValueError: bad audio (not bytes, odd length, or a whole WAV file: use
-                :func:`avatarsdk.load_audio`), or the session is not started or was closed by ``close()``.
+                :func:`avatarsdk.load_audio`), a ``trace_context`` on a later chunk or on a v1 session, or the
+                session is not started or was closed by ``close()``.
             AvatarSDKError: the send failed, or the server ended the session (phase ``websocket_send``); a send
                 that waited longer than ``send_timeout`` in all (for a reconnect, for other senders, for a server
                 that is not reading) fails with a retryable error.
 
         Thread-safety: safe from any thread; chunks go out whole, in the order the calls took the session.
         """
-        return self._sender.send_audio("send_audio", audio, end)
+        return self._sender.send_audio("send_audio", audio, end, trace_context=trace_context)
 
     def open_request(
-        self, *, frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT, deadline: Optional[float] = None
+        self,
+        *,
+        frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
+        deadline: Optional[float] = None,
+        trace_context: Optional[TraceContext] = None,
     ) -> AvatarRequest:
         """Start a request whose frames you iterate (pull style); send its audio with ``request.send()``.
 
@@ -274,6 +281,7 @@ class AvatarSession:
         Args:
             frame_timeout: Seconds to wait for each frame (``None``: no limit).
             deadline: Seconds from now until the last frame (``None``: no limit).
+            trace_context: A W3C :class:`~avatarsdk.TraceContext`, carried by the request's first chunk.
 
         Raises:
             ValueError: the session is not started or is closed, or another request is still open (its
@@ -283,7 +291,7 @@ class AvatarSession:
         """
         check_timeout("frame_timeout", frame_timeout)
         check_timeout("deadline", deadline)
-        inbox = self._sender.open("open_request")
+        inbox = self._sender.open("open_request", trace_context)
         return AvatarRequest(self._channel, inbox, frame_timeout=frame_timeout, deadline=deadline)
 
     def stream(
@@ -293,6 +301,7 @@ class AvatarSession:
         chunk_ms: int = DEFAULT_CHUNK_MS,
         frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
         deadline: Optional[float] = None,
+        trace_context: Optional[TraceContext] = None,
     ) -> Generator[Frame, None, None]:
         """Send a whole utterance and return an iterator over its frames.
 
@@ -309,7 +318,7 @@ class AvatarSession:
         data = self._sender.audio.check(audio, True)
         if isinstance(chunk_ms, bool) or not isinstance(chunk_ms, int) or chunk_ms <= 0:
             raise ValueError(f"chunk_ms: expected a positive number of milliseconds, got {chunk_ms!r}")
-        request = self.open_request(frame_timeout=frame_timeout, deadline=deadline)
+        request = self.open_request(frame_timeout=frame_timeout, deadline=deadline, trace_context=trace_context)
         try:
             if self._sender.audio.takes_pcm:
                 step = max(2, self._core.config.sample_rate * chunk_ms // 1000 * 2)
@@ -329,9 +338,13 @@ class AvatarSession:
         chunk_ms: int = DEFAULT_CHUNK_MS,
         frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
         deadline: Optional[float] = None,
+        trace_context: Optional[TraceContext] = None,
     ) -> List[Frame]:
         """Send a whole utterance and return all its frames once the last has arrived (see :meth:`stream`)."""
-        return list(self.stream(audio, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline))
+        frames = self.stream(
+            audio, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline, trace_context=trace_context
+        )
+        return list(frames)
 
     def interrupt(self) -> str:
         """Interrupt the most recent request (also after its ``end=True`` chunk); return its id.
@@ -438,6 +451,7 @@ def new_avatar_session(
     on_reconnect: Optional[ReconnectCallback] = None,
     livekit_egress: Optional[LiveKitEgressConfig] = None,
     agora_egress: Optional[AgoraEgressConfig] = None,
+    extra_params: Optional[Mapping[str, str]] = None,
     **options: Unpack[SessionOptions],
 ) -> AvatarSession:
     """Create an :class:`AvatarSession` from keyword arguments: the fields of :class:`SessionConfig`, and the
@@ -475,5 +489,6 @@ def new_avatar_session(
         ingress_endpoint_url=ingress_endpoint_url,
         livekit_egress=livekit_egress,
         agora_egress=agora_egress,
+        extra_params={} if extra_params is None else extra_params,
     )
     return AvatarSession(config, **options)

@@ -12,14 +12,15 @@ anything is sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, TypeVar
+from enum import Enum, IntEnum
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, TypeVar, Union
 
 __all__ = [
     "CLASSIFICATION_RULES",
     "AvatarSDKError",
     "AvatarSDKErrorCode",
     "ClassificationRule",
+    "CloseCode",
     "RequestTimeoutError",
     "SessionTokenError",
     "classify",
@@ -53,6 +54,32 @@ class AvatarSDKErrorCode(str, Enum):
     unknown = "unknown"
 
 
+class CloseCode(IntEnum):
+    """The service's own WebSocket close codes (an error's ``close_code`` is one of these when it matches; it
+    compares equal to the plain number either way)."""
+
+    CREDITS_EXHAUSTED = 4001
+    """The account ran out of credits."""
+    SESSION_TIMEOUT = 4002
+    """The session reached the plan's maximum length (worth retrying with a new session)."""
+    CONCURRENCY_LIMIT = 4003
+    """The plan's concurrent sessions are all in use."""
+    AUTH_FAILED = 4010
+    """The session token expired or is invalid."""
+    UPSTREAM_UNAVAILABLE = 4503
+    """The service's upstream is unavailable (worth retrying with a new session)."""
+
+
+def close_code_value(code: Optional[int]) -> Union[CloseCode, int, None]:
+    """``code`` as a :class:`CloseCode` when it is one of the service's, else as it is."""
+    if code is None or isinstance(code, CloseCode):
+        return code
+    try:
+        return CloseCode(code)
+    except ValueError:
+        return code
+
+
 # Phases, in the order a session goes through them.
 PHASE_SESSION_TOKEN = "session_token"
 PHASE_WEBSOCKET_CONNECT = "websocket_connect"
@@ -79,7 +106,8 @@ class AvatarSDKError(Exception):
         connection_id: The connection the fault belongs to, when known.
         req_id: The request (utterance) the fault belongs to, when known.
         raw_body: The response body the service sent (truncated to 64 KiB), when there was one.
-        close_code: WebSocket close code, when the connection was closed.
+        close_code: WebSocket close code, when the connection was closed (a :class:`CloseCode` when it is one of
+            the service's own).
         close_reason: WebSocket close reason, when the connection was closed.
         retryable: ``True`` when trying again (with a new session where a session is involved) may succeed.
     """
@@ -112,7 +140,7 @@ class AvatarSDKError(Exception):
         self.connection_id = connection_id
         self.req_id = req_id
         self.raw_body = raw_body
-        self.close_code = close_code
+        self.close_code = close_code_value(close_code)
         self.close_reason = close_reason
         self.retryable = retryable
 
@@ -124,7 +152,7 @@ class AvatarSDKError(Exception):
         for name in ("http_status", "server_code", "close_code", "connection_id", "req_id"):
             value = getattr(self, name)
             if value is not None:
-                fields.append(f"{name}={value!r}")
+                fields.append(f"{name}={int(value) if name == 'close_code' else value!r}")
         fields.append(f"retryable={self.retryable}")
         fields.append(f"message={self.message!r}")
         return f"{type(self).__name__}({', '.join(fields)})"

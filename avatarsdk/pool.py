@@ -104,6 +104,7 @@ from .session_config import (
     SessionConfig,
     TransportFramesCallback,
 )
+from .tracing import TraceContext
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -322,6 +323,7 @@ class SessionPool:
         chunk_ms: int = DEFAULT_CHUNK_MS,
         frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
         deadline: Optional[float] = None,
+        trace_context: Optional[TraceContext] = None,
     ) -> Generator[Frame, None, None]:
         """Send an utterance on a borrowed session; return an iterator over its frames.
 
@@ -337,8 +339,8 @@ class SessionPool:
             audio: The whole utterance (PCM s16le mono at the pool's ``sample_rate``, or Ogg Opus bytes when
                 ``audio_format`` is ``OGG_OPUS`` without ``ogg_opus_encoder``).
             timeout: Seconds to wait for a session (``None``: the pool's ``borrow_timeout``).
-            chunk_ms, frame_timeout, deadline: As for :meth:`AvatarSession.stream` (``deadline`` counts from
-                when the session is lent).
+            chunk_ms, frame_timeout, deadline, trace_context: As for :meth:`AvatarSession.stream` (``deadline``
+                counts from when the session is lent).
 
         Raises:
             As :meth:`session` and :meth:`AvatarSession.stream`; from the iterator as
@@ -360,6 +362,7 @@ class SessionPool:
             chunk_ms=chunk_ms,
             frame_timeout=frame_timeout,
             deadline=deadline,
+            trace_context=trace_context,
             number=self._number,
         )
         next(frames)  # borrow and send now; once started, the generator returns the session however it ends
@@ -373,11 +376,18 @@ class SessionPool:
         chunk_ms: int = DEFAULT_CHUNK_MS,
         frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
         deadline: Optional[float] = None,
+        trace_context: Optional[TraceContext] = None,
     ) -> List[Frame]:
         """Send an utterance on a borrowed session and return all its frames (see :meth:`stream`)."""
-        return list(
-            self.stream(audio, timeout=timeout, chunk_ms=chunk_ms, frame_timeout=frame_timeout, deadline=deadline)
+        frames = self.stream(
+            audio,
+            timeout=timeout,
+            chunk_ms=chunk_ms,
+            frame_timeout=frame_timeout,
+            deadline=deadline,
+            trace_context=trace_context,
         )
+        return list(frames)
 
     def _borrow_limit(self, timeout: Optional[float]) -> Optional[float]:
         return self._borrow_timeout if timeout is None else check_timeout("timeout", timeout)

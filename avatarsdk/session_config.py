@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Union
 
 if TYPE_CHECKING:
     from .errors import AvatarSDKError
@@ -152,6 +152,8 @@ class SessionConfig:
             is sent (with ``ogg_opus_encoder``), on the thread that sent it.
         on_reconnect: Receives each step of an automatic reconnect as a :class:`~avatarsdk.ReconnectEvent`
             (sessions created with ``reconnect``), on the dispatcher thread.
+        extra_params: Free-form session parameters for the service (str to str, e.g.
+            ``{"server_post_process": "false"}``), sent in the session's configuration only when non-empty.
     """
 
     avatar_id: str = ""
@@ -173,6 +175,7 @@ class SessionConfig:
     ogg_opus_encoder: Optional[OggOpusEncoderConfig] = None
     on_encoded_audio: Optional[EncodedAudioCallback] = None
     on_reconnect: Optional[ReconnectCallback] = None
+    extra_params: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.audio_format = _coerce_audio_format(self.audio_format)
@@ -285,6 +288,11 @@ class SessionConfigBuilder:
     def with_on_reconnect(self, handler: ReconnectCallback) -> SessionConfigBuilder:
         """Set the callback that follows automatic reconnects."""
         self._config.on_reconnect = handler
+        return self
+
+    def with_extra_params(self, params: Mapping[str, str]) -> SessionConfigBuilder:
+        """Set free-form session parameters for the service (str to str)."""
+        self._config.extra_params = dict(params)
         return self
 
     def build(self) -> SessionConfig:

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!avatarsdk/_proto/ingress_v2.proto\x12\x14\x61vatarsdk.ingress.v2\"\xab\x02\n\x13LiveKitEgressConfig\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x12\n\napi_secret\x18\x03 \x01(\t\x12\x11\n\troom_name\x18\x04 \x01(\t\x12\x14\n\x0cpublisher_id\x18\x05 \x01(\t\x12X\n\x10\x65xtra_attributes\x18\x06 \x03(\x0b\x32>.avatarsdk.ingress.v2.LiveKitEgressConfig.ExtraAttributesEntry\x12\x14\n\x0cidle_timeout\x18\x07 \x01(\x05\x12\x11\n\tapi_token\x18\x08 \x01(\t\x1a\x36\n\x14\x45xtraAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x11\x41goraEgressConfig\x12\x14\n\x0c\x63hannel_name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\r\x12\x14\n\x0cpublisher_id\x18\x04 \x01(\t\"\xfb\x02\n\x16\x43lientConfigureSession\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x0f\n\x07\x62itrate\x18\x02 \x01(\x05\x12\x37\n\x0c\x61udio_format\x18\x03 \x01(\x0e\x32!.avatarsdk.ingress.v2.AudioFormat\x12I\n\x15transport_compression\x18\x04 \x01(\x0e\x32*.avatarsdk.ingress.v2.TransportCompression\x12\x35\n\x0b\x65gress_type\x18\x05 \x01(\x0e\x32 .avatarsdk.ingress.v2.EgressType\x12\x41\n\x0elivekit_egress\x18\x06 \x01(\x0b\x32).avatarsdk.ingress.v2.LiveKitEgressConfig\x12=\n\x0c\x61gora_egress\x18\x07 \x01(\x0b\x32\'.avatarsdk.ingress.v2.AgoraEgressConfig\"C\n\x14ServerConfirmSession\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\">\n\x10\x43lientAudioInput\x12\x0e\n\x06req_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x08\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\"S\n\x0bServerError\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"M\n\x17ServerResponseAnimation\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"!\n\x0f\x43lientInterrupt\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x1d\n\x0b\x43lientPause\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x1e\n\x0c\x43lientResume\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\xee\x01\n\x13ServerPlaybackState\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12>\n\x05state\x18\x03 \x01(\x0e\x32/.avatarsdk.ingress.v2.ServerPlaybackState.State\x12\x11\n\tplayed_ms\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"M\n\x05State\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0b\n\x07PLAYING\x10\x01\x12\n\n\x06PAUSED\x10\x02\x12\t\n\x05\x45NDED\x10\x03\x12\x0f\n\x0bINTERRUPTED\x10\x04\"\xbe\x05\n\x07Message\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.avatarsdk.ingress.v2.MessageType\x12P\n\x18\x63lient_configure_session\x18\x02 \x01(\x0b\x32,.avatarsdk.ingress.v2.ClientConfigureSessionH\x00\x12L\n\x16server_confirm_session\x18\x03 \x01(\x0b\x32*.avatarsdk.ingress.v2.ServerConfirmSessionH\x00\x12\x44\n\x12\x63lient_audio_input\x18\x04 \x01(\x0b\x32&.avatarsdk.ingress.v2.ClientAudioInputH\x00\x12\x39\n\x0cserver_error\x18\x05 \x01(\x0b\x32!.avatarsdk.ingress.v2.ServerErrorH\x00\x12R\n\x19server_response_animation\x18\x06 \x01(\x0b\x32-.avatarsdk.ingress.v2.ServerResponseAnimationH\x00\x12\x41\n\x10\x63lient_interrupt\x18\x08 \x01(\x0b\x32%.avatarsdk.ingress.v2.ClientInterruptH\x00\x12\x39\n\x0c\x63lient_pause\x18\t \x01(\x0b\x32!.avatarsdk.ingress.v2.ClientPauseH\x00\x12;\n\rclient_resume\x18\n \x01(\x0b\x32\".avatarsdk.ingress.v2.ClientResumeH\x00\x12J\n\x15server_playback_state\x18\x0b \x01(\x0b\x32).avatarsdk.ingress.v2.ServerPlaybackStateH\x00\x42\x06\n\x04\x64\x61ta*\xc7\x02\n\x0bMessageType\x12\x17\n\x13MESSAGE_UNSPECIFIED\x10\x00\x12$\n MESSAGE_CLIENT_CONFIGURE_SESSION\x10\x01\x12\"\n\x1eMESSAGE_SERVER_CONFIRM_SESSION\x10\x02\x12\x1e\n\x1aMESSAGE_CLIENT_AUDIO_INPUT\x10\x03\x12\x18\n\x14MESSAGE_SERVER_ERROR\x10\x04\x12%\n!MESSAGE_SERVER_RESPONSE_ANIMATION\x10\x05\x12\x1c\n\x18MESSAGE_CLIENT_INTERRUPT\x10\x07\x12\x18\n\x14MESSAGE_CLIENT_PAUSE\x10\x08\x12\x19\n\x15MESSAGE_CLIENT_RESUME\x10\t\x12!\n\x1dMESSAGE_SERVER_PLAYBACK_STATE\x10\n*D\n\x0b\x41udioFormat\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_S16LE\x10\x00\x12\x19\n\x15\x41UDIO_FORMAT_OGG_OPUS\x10\x01*6\n\x14TransportCompression\x12\x1e\n\x1aTRANSPORT_COMPRESSION_NONE\x10\x00*Y\n\nEgressType\x12\x1b\n\x17\x45GRESS_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45GRESS_TYPE_LIVEKIT\x10\x01\x12\x15\n\x11\x45GRESS_TYPE_AGORA\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!avatarsdk/_proto/ingress_v2.proto\x12\x14\x61vatarsdk.ingress.v2\"\xab\x02\n\x13LiveKitEgressConfig\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x12\n\napi_secret\x18\x03 \x01(\t\x12\x11\n\troom_name\x18\x04 \x01(\t\x12\x14\n\x0cpublisher_id\x18\x05 \x01(\t\x12X\n\x10\x65xtra_attributes\x18\x06 \x03(\x0b\x32>.avatarsdk.ingress.v2.LiveKitEgressConfig.ExtraAttributesEntry\x12\x14\n\x0cidle_timeout\x18\x07 \x01(\x05\x12\x11\n\tapi_token\x18\x08 \x01(\t\x1a\x36\n\x14\x45xtraAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x11\x41goraEgressConfig\x12\x14\n\x0c\x63hannel_name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\r\x12\x14\n\x0cpublisher_id\x18\x04 \x01(\t\"\x84\x04\n\x16\x43lientConfigureSession\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x0f\n\x07\x62itrate\x18\x02 \x01(\x05\x12\x37\n\x0c\x61udio_format\x18\x03 \x01(\x0e\x32!.avatarsdk.ingress.v2.AudioFormat\x12I\n\x15transport_compression\x18\x04 \x01(\x0e\x32*.avatarsdk.ingress.v2.TransportCompression\x12\x35\n\x0b\x65gress_type\x18\x05 \x01(\x0e\x32 .avatarsdk.ingress.v2.EgressType\x12\x41\n\x0elivekit_egress\x18\x06 \x01(\x0b\x32).avatarsdk.ingress.v2.LiveKitEgressConfig\x12=\n\x0c\x61gora_egress\x18\x07 \x01(\x0b\x32\'.avatarsdk.ingress.v2.AgoraEgressConfig\x12S\n\x0c\x65xtra_params\x18\x08 \x03(\x0b\x32=.avatarsdk.ingress.v2.ClientConfigureSession.ExtraParamsEntry\x1a\x32\n\x10\x45xtraParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x14ServerConfirmSession\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"y\n\x10\x43lientAudioInput\x12\x0e\n\x06req_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x08\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\x12\x39\n\rtrace_context\x18\x04 \x01(\x0b\x32\".avatarsdk.ingress.v2.TraceContext\"S\n\x0bServerError\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"M\n\x17ServerResponseAnimation\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"!\n\x0f\x43lientInterrupt\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x1d\n\x0b\x43lientPause\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x1e\n\x0c\x43lientResume\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\xee\x01\n\x13ServerPlaybackState\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12>\n\x05state\x18\x03 \x01(\x0e\x32/.avatarsdk.ingress.v2.ServerPlaybackState.State\x12\x11\n\tplayed_ms\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"M\n\x05State\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0b\n\x07PLAYING\x10\x01\x12\n\n\x06PAUSED\x10\x02\x12\t\n\x05\x45NDED\x10\x03\x12\x0f\n\x0bINTERRUPTED\x10\x04\"\xc4\x05\n\x07Message\x12/\n\x04type\x18\x01 \x01(\x0e\x32!.avatarsdk.ingress.v2.MessageType\x12P\n\x18\x63lient_configure_session\x18\x02 \x01(\x0b\x32,.avatarsdk.ingress.v2.ClientConfigureSessionH\x00\x12L\n\x16server_confirm_session\x18\x03 \x01(\x0b\x32*.avatarsdk.ingress.v2.ServerConfirmSessionH\x00\x12\x44\n\x12\x63lient_audio_input\x18\x04 \x01(\x0b\x32&.avatarsdk.ingress.v2.ClientAudioInputH\x00\x12\x39\n\x0cserver_error\x18\x05 \x01(\x0b\x32!.avatarsdk.ingress.v2.ServerErrorH\x00\x12R\n\x19server_response_animation\x18\x06 \x01(\x0b\x32-.avatarsdk.ingress.v2.ServerResponseAnimationH\x00\x12\x41\n\x10\x63lient_interrupt\x18\x08 \x01(\x0b\x32%.avatarsdk.ingress.v2.ClientInterruptH\x00\x12\x39\n\x0c\x63lient_pause\x18\t \x01(\x0b\x32!.avatarsdk.ingress.v2.ClientPauseH\x00\x12;\n\rclient_resume\x18\n \x01(\x0b\x32\".avatarsdk.ingress.v2.ClientResumeH\x00\x12J\n\x15server_playback_state\x18\x0b \x01(\x0b\x32).avatarsdk.ingress.v2.ServerPlaybackStateH\x00\x42\x06\n\x04\x64\x61taJ\x04\x08\x07\x10\x08*\xeb\x02\n\x0bMessageType\x12\x17\n\x13MESSAGE_UNSPECIFIED\x10\x00\x12$\n MESSAGE_CLIENT_CONFIGURE_SESSION\x10\x01\x12\"\n\x1eMESSAGE_SERVER_CONFIRM_SESSION\x10\x02\x12\x1e\n\x1aMESSAGE_CLIENT_AUDIO_INPUT\x10\x03\x12\x18\n\x14MESSAGE_SERVER_ERROR\x10\x04\x12%\n!MESSAGE_SERVER_RESPONSE_ANIMATION\x10\x05\x12\x1c\n\x18MESSAGE_CLIENT_INTERRUPT\x10\x07\x12\x18\n\x14MESSAGE_CLIENT_PAUSE\x10\x08\x12\x19\n\x15MESSAGE_CLIENT_RESUME\x10\t\x12!\n\x1dMESSAGE_SERVER_PLAYBACK_STATE\x10\n\"\x04\x08\x06\x10\x06*\x1cMESSAGE_CLIENT_DRIVEN_CONFIG*D\n\x0b\x41udioFormat\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_S16LE\x10\x00\x12\x19\n\x15\x41UDIO_FORMAT_OGG_OPUS\x10\x01*6\n\x14TransportCompression\x12\x1e\n\x1aTRANSPORT_COMPRESSION_NONE\x10\x00*Y\n\nEgressType\x12\x1b\n\x17\x45GRESS_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45GRESS_TYPE_LIVEKIT\x10\x01\x12\x15\n\x11\x45GRESS_TYPE_AGORA\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -24,14 +24,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_LIVEKITEGRESSCONFIG_EXTRAATTRIBUTESENTRY']._options = None
   _globals['_LIVEKITEGRESSCONFIG_EXTRAATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGETYPE']._serialized_start=2178
-  _globals['_MESSAGETYPE']._serialized_end=2505
-  _globals['_AUDIOFORMAT']._serialized_start=2507
-  _globals['_AUDIOFORMAT']._serialized_end=2575
-  _globals['_TRANSPORTCOMPRESSION']._serialized_start=2577
-  _globals['_TRANSPORTCOMPRESSION']._serialized_end=2631
-  _globals['_EGRESSTYPE']._serialized_start=2633
-  _globals['_EGRESSTYPE']._serialized_end=2722
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._options = None
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_MESSAGETYPE']._serialized_start=2437
+  _globals['_MESSAGETYPE']._serialized_end=2800
+  _globals['_AUDIOFORMAT']._serialized_start=2802
+  _globals['_AUDIOFORMAT']._serialized_end=2870
+  _globals['_TRANSPORTCOMPRESSION']._serialized_start=2872
+  _globals['_TRANSPORTCOMPRESSION']._serialized_end=2926
+  _globals['_EGRESSTYPE']._serialized_start=2928
+  _globals['_EGRESSTYPE']._serialized_end=3017
   _globals['_LIVEKITEGRESSCONFIG']._serialized_start=60
   _globals['_LIVEKITEGRESSCONFIG']._serialized_end=359
   _globals['_LIVEKITEGRESSCONFIG_EXTRAATTRIBUTESENTRY']._serialized_start=305
@@ -39,25 +41,29 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_AGORAEGRESSCONFIG']._serialized_start=361
   _globals['_AGORAEGRESSCONFIG']._serialized_end=452
   _globals['_CLIENTCONFIGURESESSION']._serialized_start=455
-  _globals['_CLIENTCONFIGURESESSION']._serialized_end=834
-  _globals['_SERVERCONFIRMSESSION']._serialized_start=836
-  _globals['_SERVERCONFIRMSESSION']._serialized_end=903
-  _globals['_CLIENTAUDIOINPUT']._serialized_start=905
-  _globals['_CLIENTAUDIOINPUT']._serialized_end=967
-  _globals['_SERVERERROR']._serialized_start=969
-  _globals['_SERVERERROR']._serialized_end=1052
-  _globals['_SERVERRESPONSEANIMATION']._serialized_start=1054
-  _globals['_SERVERRESPONSEANIMATION']._serialized_end=1131
-  _globals['_CLIENTINTERRUPT']._serialized_start=1133
-  _globals['_CLIENTINTERRUPT']._serialized_end=1166
-  _globals['_CLIENTPAUSE']._serialized_start=1168
-  _globals['_CLIENTPAUSE']._serialized_end=1197
-  _globals['_CLIENTRESUME']._serialized_start=1199
-  _globals['_CLIENTRESUME']._serialized_end=1229
-  _globals['_SERVERPLAYBACKSTATE']._serialized_start=1232
-  _globals['_SERVERPLAYBACKSTATE']._serialized_end=1470
-  _globals['_SERVERPLAYBACKSTATE_STATE']._serialized_start=1393
-  _globals['_SERVERPLAYBACKSTATE_STATE']._serialized_end=1470
-  _globals['_MESSAGE']._serialized_start=1473
-  _globals['_MESSAGE']._serialized_end=2175
+  _globals['_CLIENTCONFIGURESESSION']._serialized_end=971
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._serialized_start=921
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._serialized_end=971
+  _globals['_SERVERCONFIRMSESSION']._serialized_start=973
+  _globals['_SERVERCONFIRMSESSION']._serialized_end=1040
+  _globals['_TRACECONTEXT']._serialized_start=1042
+  _globals['_TRACECONTEXT']._serialized_end=1097
+  _globals['_CLIENTAUDIOINPUT']._serialized_start=1099
+  _globals['_CLIENTAUDIOINPUT']._serialized_end=1220
+  _globals['_SERVERERROR']._serialized_start=1222
+  _globals['_SERVERERROR']._serialized_end=1305
+  _globals['_SERVERRESPONSEANIMATION']._serialized_start=1307
+  _globals['_SERVERRESPONSEANIMATION']._serialized_end=1384
+  _globals['_CLIENTINTERRUPT']._serialized_start=1386
+  _globals['_CLIENTINTERRUPT']._serialized_end=1419
+  _globals['_CLIENTPAUSE']._serialized_start=1421
+  _globals['_CLIENTPAUSE']._serialized_end=1450
+  _globals['_CLIENTRESUME']._serialized_start=1452
+  _globals['_CLIENTRESUME']._serialized_end=1482
+  _globals['_SERVERPLAYBACKSTATE']._serialized_start=1485
+  _globals['_SERVERPLAYBACKSTATE']._serialized_end=1723
+  _globals['_SERVERPLAYBACKSTATE_STATE']._serialized_start=1646
+  _globals['_SERVERPLAYBACKSTATE_STATE']._serialized_end=1723
+  _globals['_MESSAGE']._serialized_start=1726
+  _globals['_MESSAGE']._serialized_end=2434
 # @@protoc_insertion_point(module_scope)

@@ -91,7 +91,14 @@ class AgoraEgressConfig(_message.Message):
     def __init__(self, channel_name: _Optional[str] = ..., token: _Optional[str] = ..., uid: _Optional[int] = ..., publisher_id: _Optional[str] = ...) -> None: ...
 
 class ClientConfigureSession(_message.Message):
-    __slots__ = ("sample_rate", "bitrate", "audio_format", "transport_compression", "egress_type", "livekit_egress", "agora_egress")
+    __slots__ = ("sample_rate", "bitrate", "audio_format", "transport_compression", "egress_type", "livekit_egress", "agora_egress", "extra_params")
+    class ExtraParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     BITRATE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +106,7 @@ class ClientConfigureSession(_message.Message):
     EGRESS_TYPE_FIELD_NUMBER: _ClassVar[int]
     LIVEKIT_EGRESS_FIELD_NUMBER: _ClassVar[int]
     AGORA_EGRESS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_PARAMS_FIELD_NUMBER: _ClassVar[int]
     sample_rate: int
     bitrate: int
     audio_format: AudioFormat
@@ -106,7 +114,8 @@ class ClientConfigureSession(_message.Message):
     egress_type: EgressType
     livekit_egress: LiveKitEgressConfig
     agora_egress: AgoraEgressConfig
-    def __init__(self, sample_rate: _Optional[int] = ..., bitrate: _Optional[int] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., transport_compression: _Optional[_Union[TransportCompression, str]] = ..., egress_type: _Optional[_Union[EgressType, str]] = ..., livekit_egress: _Optional[_Union[LiveKitEgressConfig, _Mapping]] = ..., agora_egress: _Optional[_Union[AgoraEgressConfig, _Mapping]] = ...) -> None: ...
+    extra_params: _containers.ScalarMap[str, str]
+    def __init__(self, sample_rate: _Optional[int] = ..., bitrate: _Optional[int] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., transport_compression: _Optional[_Union[TransportCompression, str]] = ..., egress_type: _Optional[_Union[EgressType, str]] = ..., livekit_egress: _Optional[_Union[LiveKitEgressConfig, _Mapping]] = ..., agora_egress: _Optional[_Union[AgoraEgressConfig, _Mapping]] = ..., extra_params: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ServerConfirmSession(_message.Message):
     __slots__ = ("connection_id", "capabilities")
@@ -116,15 +125,25 @@ class ServerConfirmSession(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, connection_id: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class TraceContext(_message.Message):
+    __slots__ = ("traceparent", "tracestate")
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    traceparent: str
+    tracestate: str
+    def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
+
 class ClientAudioInput(_message.Message):
-    __slots__ = ("req_id", "end", "audio")
+    __slots__ = ("req_id", "end", "audio", "trace_context")
     REQ_ID_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     req_id: str
     end: bool
     audio: bytes
-    def __init__(self, req_id: _Optional[str] = ..., end: bool = ..., audio: _Optional[bytes] = ...) -> None: ...
+    trace_context: TraceContext
+    def __init__(self, req_id: _Optional[str] = ..., end: bool = ..., audio: _Optional[bytes] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
 
 class ServerError(_message.Message):
     __slots__ = ("connection_id", "req_id", "code", "message")

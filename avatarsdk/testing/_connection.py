@@ -64,6 +64,12 @@ class FakeConnection:
 
     # -- records
 
+    @property
+    def extra_params(self) -> Dict[str, str]:
+        """The session parameters the client's configure message carried (``extra_params``, field 8)."""
+        with self._cond:
+            return dict(self.configure.extra_params) if self.configure is not None else {}
+
     def sent_frames(self, req_id: Optional[str] = None) -> List[bytes]:
         """Bytes of the animation frames sent (for one request, or all), in order."""
         with self._cond:

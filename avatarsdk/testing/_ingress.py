@@ -200,7 +200,8 @@ class Ingress:
         for envelope in self._received(conn, pb.Message.FromString):
             if envelope.type == pb.MESSAGE_CLIENT_AUDIO_INPUT:
                 chunk = envelope.client_audio_input
-                self._on_audio(conn, chunk.req_id, chunk.audio, chunk.end)
+                trace = chunk.trace_context if chunk.HasField("trace_context") else None
+                self._on_audio(conn, chunk.req_id, chunk.audio, chunk.end, trace)
             elif envelope.type == pb.MESSAGE_CLIENT_INTERRUPT:
                 req_id = envelope.client_interrupt.req_id
 
@@ -232,9 +233,12 @@ class Ingress:
 
     # -- requests
 
-    def _on_audio(self, conn: FakeConnection, req_id: str, audio: bytes, end: bool) -> None:
+    def _on_audio(
+        self, conn: FakeConnection, req_id: str, audio: bytes, end: bool, trace: Optional[pb.TraceContext] = None
+    ) -> None:
         def record() -> FakeRequest:
             request = conn.requests.setdefault(req_id, FakeRequest(req_id))
+            request.trace_contexts.append(None if trace is None else (trace.traceparent, trace.tracestate))
             request.audio += audio
             request.chunks += 1
             request.ended = request.ended or end

@@ -104,6 +104,13 @@ class FakeRequest:
     chunks: int = 0
     ended: bool = False
     interrupted: bool = False
+    #: Each chunk's ``(traceparent, tracestate)``, or ``None`` for a chunk without a trace context, in order.
+    trace_contexts: List[Optional[Tuple[str, str]]] = field(default_factory=list)
+
+    @property
+    def trace_context(self) -> Optional[Tuple[str, str]]:
+        """The first chunk's ``(traceparent, tracestate)`` (``None``: the request came without one)."""
+        return self.trace_contexts[0] if self.trace_contexts else None
 
 
 # ---------------------------------------------------------------------------------------- HTTP bodies
