@@ -79,7 +79,7 @@ import threading
 import weakref
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, ContextManager, Generator, List, Optional, Type, Union, cast
+from typing import TYPE_CHECKING, ContextManager, Generator, List, Mapping, Optional, Type, Union, cast
 
 from ._config_checks import check_audio
 from ._deadline import Deadline
@@ -187,8 +187,8 @@ class SessionPool:
             than ``token_lifetime``); a lent one when it is returned.
         borrow_timeout: Default seconds :meth:`session` and :meth:`stream` wait for a session (``None``:
             no limit).
-        use_query_auth, sample_rate, bitrate, audio_format, ogg_opus_encoder, livekit_egress, agora_egress:
-            Every session's configuration, as for :func:`~avatarsdk.new_avatar_session`.
+        use_query_auth, sample_rate, bitrate, audio_format, ogg_opus_encoder, livekit_egress, agora_egress,
+            extra_params: Every session's configuration, as for :func:`~avatarsdk.new_avatar_session`.
         transport_frames: Receives every frame of every session (``None``: use the pull API).
         on_error: Receives every session's errors, and the errors of starts made by the maintenance thread.
         on_playback_state, on_encoded_audio, on_reconnect: Every session's, as for
@@ -222,6 +222,7 @@ class SessionPool:
         ogg_opus_encoder: Optional[OggOpusEncoderConfig] = None,
         livekit_egress: Optional[LiveKitEgressConfig] = None,
         agora_egress: Optional[AgoraEgressConfig] = None,
+        extra_params: Optional[Mapping[str, str]] = None,
         transport_frames: Optional[TransportFramesCallback] = None,
         on_error: Optional[ErrorCallback] = None,
         on_playback_state: Optional[PlaybackStateCallback] = None,
@@ -248,6 +249,7 @@ class SessionPool:
                 ingress_endpoint_url=ingress_endpoint_url,
                 livekit_egress=livekit_egress,
                 agora_egress=agora_egress,
+                extra_params={} if extra_params is None else extra_params,
                 on_playback_state=on_playback_state,
                 ogg_opus_encoder=ogg_opus_encoder,
                 on_encoded_audio=on_encoded_audio,

@@ -250,10 +250,13 @@ def test_a_trace_given_to_a_request_that_never_sent_audio_does_not_reach_the_nex
     assert _traces(service, req_id) == [None]
 
 
-def test_a_pool_passes_the_trace_context_on(service: FakeAvatarService) -> None:
-    with SessionPool(**service.credentials(), max_size=1, min_idle=0) as pool:
+def test_a_pool_passes_the_trace_context_and_extra_params_on(service: FakeAvatarService) -> None:
+    params = {"server_post_process": "false"}
+    with SessionPool(**service.credentials(), max_size=1, min_idle=0, extra_params=params) as pool:
+        params["server_post_process"] = "true"  # the pool keeps its own copy
         frames = pool.collect(pcm(0.2), chunk_ms=100, trace_context=TraceContext(PARENT, STATE))
     assert _traces(service, frames[0].req_id) == [(PARENT, STATE), None]
+    assert service.wait_for_connection(0).extra_params == {"server_post_process": "false"}
 
 
 def test_the_v1_ingress_refuses_a_trace_context(service: FakeAvatarService, make_session: MakeSession) -> None:
