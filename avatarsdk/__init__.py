@@ -13,6 +13,7 @@ from ._dispatch import SharedDispatcher
 from ._network import InsecureTransportWarning
 from ._options import SessionOptions
 from ._queue import Backlog
+from ._version import __version__
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
@@ -21,6 +22,7 @@ from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
 from .pool import PoolStats, PoolTimeoutError, SessionPool
 from .reconnect import ReconnectEvent, ReconnectPolicy, ReconnectState
+from .regions import REGIONS, TOKEN_ROUTES, Endpoints, endpoints_for
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -31,9 +33,9 @@ from .session_config import (
     SessionConfigBuilder,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "REGIONS",
+    "TOKEN_ROUTES",
     "AgoraEgressConfig",
     "AudioFormat",
     "AvatarRequest",
@@ -41,6 +43,7 @@ __all__ = [
     "AvatarSDKErrorCode",
     "AvatarSession",
     "Backlog",
+    "Endpoints",
     "Frame",
     "FrameWriter",
     "InsecureTransportWarning",
@@ -62,6 +65,7 @@ __all__ = [
     "SharedDispatcher",
     "__version__",
     "chunk_pcm",
+    "endpoints_for",
     "generate_log_id",
     "is_wav",
     "load_audio",
