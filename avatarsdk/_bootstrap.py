@@ -25,8 +25,6 @@ from .regions import AUTO_REGION, DEFAULT_REGION, REGION_NAME, REGIONS, Endpoint
 
 logger = logging.getLogger(__name__)
 
-BOOTSTRAP_URL = "https://global.spatialwalk.top/bootstrap"
-BOOTSTRAP_URL_ENV = "AVATARSDK_BOOTSTRAP_URL"
 BOOTSTRAP_TIMEOUT = 5.0  # seconds to connect, and seconds for the answer
 CACHE_SECONDS = 300.0
 MAX_ANSWER_BYTES = 64 * 1024
@@ -103,11 +101,6 @@ class RegionCache:
 CACHE = RegionCache()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=CACHE.after_fork)
-
-
-def bootstrap_url() -> str:
-    """The bootstrap URL when no option names one: ``AVATARSDK_BOOTSTRAP_URL``, else the service's."""
-    return os.environ.get(BOOTSTRAP_URL_ENV) or BOOTSTRAP_URL
 
 
 def auto_region(

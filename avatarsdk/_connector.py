@@ -37,7 +37,7 @@ class Connector:
         """A session token from the console (``ValueError``: ``expire_at`` has passed), valid until
         ``expire_at`` or, without one, for an hour from now."""
         config, options = self._core.config, self._core.options
-        expire_at = token_expiry(config.expire_at)
+        given = None if config.expire_at is None else token_expiry(config.expire_at)  # passed: fails before I/O
         if self._http is None:
             self._http = requests.Session()
         if self._auto:
@@ -47,7 +47,7 @@ class Connector:
             api_key=config.api_key,
             app_id=config.app_id,
             route=config.token_route or "console",
-            expire_at=expire_at,
+            expire_at=given or token_expiry(None),  # an hour from this call
             timeout=options.http_timeout,
             retry=retry,
             http=self._http,

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple, TypedDict, Union
 
 from ._backoff import Backoff
-from ._bootstrap import BOOTSTRAP_URL_ENV, bootstrap_url
 from ._dispatch import SharedDispatcher
 from ._network import ClientCert, NetworkOptions
 from ._validation import HttpTimeout, check_http_timeout, check_int, check_timeout, check_url
 from .reconnect import ReconnectPolicy, reconnect_policy
+from .regions import BOOTSTRAP_URL_ENV, default_bootstrap_url
 
 __all__ = ["Options", "SessionOptions"]
 
@@ -211,4 +211,4 @@ def _token_retry(retries: Any, deadline: Any) -> Backoff:
 def _bootstrap_url(value: Any) -> str:
     if value is not None:
         return check_url("bootstrap_url", value, ("http", "https"))
-    return check_url(f"bootstrap_url (from {BOOTSTRAP_URL_ENV})", bootstrap_url(), ("http", "https"))
+    return check_url(f"bootstrap_url (from {BOOTSTRAP_URL_ENV})", default_bootstrap_url(), ("http", "https"))

@@ -7,6 +7,7 @@ Nothing here does I/O. ``region="auto"`` is resolved later, at a session's ``ini
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -14,6 +15,7 @@ from typing import Mapping
 
 __all__ = [
     "AUTO_REGION",
+    "BOOTSTRAP_URL",
     "CONSOLE_URL_PATTERN",
     "DEFAULT_REGION",
     "INGRESS_URL_PATTERN",
@@ -27,6 +29,10 @@ __all__ = [
 AUTO_REGION = "auto"
 #: The region ``"auto"`` falls back to when the bootstrap call fails and no earlier answer is cached.
 DEFAULT_REGION = "us-west"
+#: Where ``"auto"`` asks for an app's region, unless the ``bootstrap_url`` option or ``AVATARSDK_BOOTSTRAP_URL``
+#: names another URL.
+BOOTSTRAP_URL = "https://global.spatialwalk.top/bootstrap"
+BOOTSTRAP_URL_ENV = "AVATARSDK_BOOTSTRAP_URL"
 #: The service's console URL of a region (``{region}`` replaced by its name).
 CONSOLE_URL_PATTERN = "https://console.{region}.spatialwalk.cloud/v1/console"
 #: The service's v2 ingress URL of a region.
@@ -72,6 +78,11 @@ REGIONS: Mapping[str, Endpoints] = MappingProxyType(
         ),
     }
 )
+
+
+def default_bootstrap_url() -> str:
+    """The bootstrap URL when no option names one: ``AVATARSDK_BOOTSTRAP_URL``, else :data:`BOOTSTRAP_URL`."""
+    return os.environ.get(BOOTSTRAP_URL_ENV) or BOOTSTRAP_URL
 
 
 def endpoints_for(region: str) -> Endpoints:

@@ -17,7 +17,8 @@ from conftest import pcm, unused_port, wait_until
 
 import avatarsdk
 from avatarsdk import AvatarSession, SessionPool, new_avatar_session
-from avatarsdk._bootstrap import BOOTSTRAP_URL, RegionCache, auto_region
+from avatarsdk._bootstrap import RegionCache, auto_region
+from avatarsdk.regions import BOOTSTRAP_URL
 from avatarsdk.testing import FakeAvatarService, TokenReply
 
 

@@ -10,10 +10,10 @@ from typing import Dict, TextIO, Tuple
 from urllib.parse import urlsplit
 
 from .. import AvatarSDKError
-from .._bootstrap import auto_region, bootstrap_url, region_endpoints
+from .._bootstrap import auto_region, region_endpoints
 from .._token import request_session_token
 from .._validation import check_text, check_url
-from ..regions import AUTO_REGION, endpoints_for
+from ..regions import AUTO_REGION, default_bootstrap_url, endpoints_for
 from .common import (
     EXIT_OK,
     EXIT_SERVICE,
@@ -71,7 +71,7 @@ def _console(found: Dict[str, str]) -> Tuple[str, str]:
     elif "app_id" not in found:
         raise ValueError("--region auto: the bootstrap call needs the app id (--app-id / AVATARSDK_APP_ID)")
     else:
-        endpoints = region_endpoints(auto_region(found["app_id"], url=bootstrap_url()))
+        endpoints = region_endpoints(auto_region(found["app_id"], url=default_bootstrap_url()))
     return endpoints.console_endpoint_url, endpoints.token_route
 
 
