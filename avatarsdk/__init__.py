@@ -13,6 +13,7 @@ from ._dispatch import SharedDispatcher
 from ._network import InsecureTransportWarning
 from ._options import SessionOptions
 from ._queue import Backlog
+from ._version import __version__
 from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, CloseCode, RequestTimeoutError, SessionTokenError
@@ -21,6 +22,7 @@ from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
 from .pool import PoolStats, PoolTimeoutError, SessionPool
 from .reconnect import ReconnectEvent, ReconnectPolicy, ReconnectState
+from .regions import REGIONS, TOKEN_ROUTES, Endpoints, endpoints_for
 from .request import AvatarRequest, Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -32,9 +34,9 @@ from .session_config import (
 )
 from .tracing import TraceContext
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "REGIONS",
+    "TOKEN_ROUTES",
     "AgoraEgressConfig",
     "AudioFormat",
     "AvatarRequest",
@@ -43,6 +45,7 @@ __all__ = [
     "AvatarSession",
     "Backlog",
     "CloseCode",
+    "Endpoints",
     "Frame",
     "FrameWriter",
     "InsecureTransportWarning",
@@ -65,6 +68,7 @@ __all__ = [
     "TraceContext",
     "__version__",
     "chunk_pcm",
+    "endpoints_for",
     "generate_log_id",
     "is_wav",
     "load_audio",

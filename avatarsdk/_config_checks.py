@@ -20,6 +20,7 @@ from ._validation import (
     check_url,
 )
 from .audio import is_wav
+from .regions import AUTO_REGION, TOKEN_ROUTES, Endpoints, endpoints_for
 from .session_config import AgoraEgressConfig, AudioFormat, LiveKitEgressConfig, OggOpusEncoderConfig, SessionConfig
 
 
@@ -32,9 +33,9 @@ def check_config(config: Any) -> SessionConfig:
     check_text("app_id", config.app_id, header=True)
     if not isinstance(config.use_query_auth, bool):
         raise TypeError(f"use_query_auth: expected a bool, got {type(config.use_query_auth).__name__}")
-    check_expire_at(config.expire_at)
-    check_url("console_endpoint_url", config.console_endpoint_url, ("http", "https"))
-    check_url("ingress_endpoint_url", config.ingress_endpoint_url, ("http", "https", "ws", "wss"))
+    if config.expire_at is not None:
+        check_expire_at(config.expire_at)
+    _check_endpoints(config)
     if not isinstance(config.audio_format, AudioFormat):
         raise TypeError(f"audio_format: expected an AudioFormat, got {type(config.audio_format).__name__}")
     rate = check_int("sample_rate", config.sample_rate)
@@ -76,6 +77,37 @@ def check_extra_params(params: Any) -> Dict[str, str]:
             except UnicodeEncodeError:
                 raise ValueError(f"extra_params[{key!r}]: expected text encodable as UTF-8, got {text!r}") from None
     return dict(params)
+
+
+def _check_endpoints(config: SessionConfig) -> None:
+    """The URLs (either may be left empty when a region is given), the region and the token route."""
+    region, route = config.region, config.token_route
+    if region is not None and region != AUTO_REGION:
+        endpoints_for(region)
+    if route is not None and route not in TOKEN_ROUTES:
+        routes = " or ".join(repr(name) for name in TOKEN_ROUTES)
+        raise ValueError(f"token_route: expected {routes} (or None), got {route!r}")
+    for name, url, schemes in (
+        ("console_endpoint_url", config.console_endpoint_url, ("http", "https")),
+        ("ingress_endpoint_url", config.ingress_endpoint_url, ("http", "https", "ws", "wss")),
+    ):
+        if region is None and url == "":
+            raise ValueError(f"{name}: expected a URL ({'/'.join(schemes)}) or a region, got an empty string")
+        if region is None or url:
+            check_url(name, url, schemes)
+
+
+def endpoint_fields(config: SessionConfig, endpoints: Endpoints) -> Dict[str, Any]:
+    """The fields of ``config`` that a region's ``endpoints`` fill: each URL left empty, and the token route
+    with the console URL it belongs to (unless a route was given)."""
+    fields: Dict[str, Any] = {}
+    if not config.ingress_endpoint_url:
+        fields["ingress_endpoint_url"] = endpoints.ingress_endpoint_url
+    if not config.console_endpoint_url:
+        fields["console_endpoint_url"] = endpoints.console_endpoint_url
+        if config.token_route is None:
+            fields["token_route"] = endpoints.token_route
+    return fields
 
 
 def _check_egress(config: SessionConfig) -> None:
@@ -121,16 +153,20 @@ def check_audio(audio: Any, audio_format: AudioFormat, *, pcm: bool = False) -> 
 
 
 def copy_config(config: SessionConfig) -> SessionConfig:
-    """A copy the caller's later changes cannot reach (callbacks are shared, not copied)."""
+    """A copy the caller's later changes cannot reach (callbacks are shared, not copied), with the URLs of its
+    ``region`` where none was given (``"auto"`` is left to ``init()``)."""
     livekit = copy.copy(config.livekit_egress)
     if livekit is not None:
         livekit.extra_attributes = dict(livekit.extra_attributes)
+    region = config.region
+    named = {} if region is None or region == AUTO_REGION else endpoint_fields(config, endpoints_for(region))
     return dataclasses.replace(
         config,
         livekit_egress=livekit,
         agora_egress=copy.copy(config.agora_egress),
         ogg_opus_encoder=copy.copy(config.ogg_opus_encoder),
         extra_params=dict(config.extra_params),
+        **named,
     )
 
 

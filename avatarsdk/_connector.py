@@ -1,22 +1,23 @@
-"""How a session gets a connection: the token call, then the WebSocket and the handshake (for ``init()`` and
-``start()``, and for each reconnect)."""
+"""How a session gets a connection: the token call (after resolving ``region="auto"``, at the first), then the
+WebSocket and the handshake (for ``init()`` and ``start()``, and for each reconnect)."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Optional, Tuple
 
 import requests
 
 from ._backoff import NO_RETRIES, Backoff
-from ._config_checks import secrets_of
+from ._bootstrap import auto_region, region_endpoints
+from ._config_checks import endpoint_fields, secrets_of
 from ._connection import Connection
 from ._core import Core
 from ._lifecycle import State
 from ._token import request_session_token
-from ._validation import check_expire_at
+from ._validation import token_expiry
 from .errors import PHASE_SESSION_TOKEN, AvatarSDKError, AvatarSDKErrorCode
+from .regions import AUTO_REGION
 
 logger = logging.getLogger(__name__)
 
@@ -24,27 +25,49 @@ logger = logging.getLogger(__name__)
 class Connector:
     """Token calls (over one kept-alive HTTP connection pool per session) and connects, for one session."""
 
-    __slots__ = ("_core", "_http")
+    __slots__ = ("_auto", "_core", "_http")
 
     def __init__(self, core: Core) -> None:
         self._core = core
         self._http: Optional[requests.Session] = None
+        config = core.config
+        self._auto = config.region == AUTO_REGION and not (config.console_endpoint_url and config.ingress_endpoint_url)
 
     def token(self, retry: Backoff) -> str:
-        """A session token from the console (``ValueError``: ``expire_at`` has passed)."""
+        """A session token from the console (``ValueError``: ``expire_at`` has passed), valid until
+        ``expire_at`` or, without one, for an hour from now."""
         config, options = self._core.config, self._core.options
-        expire_at: datetime = check_expire_at(config.expire_at)
+        given = None if config.expire_at is None else token_expiry(config.expire_at)  # passed: fails before I/O
         if self._http is None:
             self._http = requests.Session()
+        if self._auto:
+            self._resolve_region()
         return request_session_token(
             config.console_endpoint_url,
             api_key=config.api_key,
-            expire_at=expire_at,
+            app_id=config.app_id,
+            route=config.token_route or "console",
+            expire_at=given or token_expiry(None),  # an hour from this call
             timeout=options.http_timeout,
             retry=retry,
             http=self._http,
             request_options=options.network.requests_kwargs(),
         )
+
+    def _resolve_region(self) -> None:
+        """``region="auto"``: ask the bootstrap service (or its cache) and fill in the URLs not given, once."""
+        core = self._core
+        config, options = core.config, core.options
+        region = auto_region(
+            config.app_id, url=options.bootstrap_url, http=self._http, request_options=options.network.requests_kwargs()
+        )
+        endpoints = region_endpoints(region)
+        with core.lock:
+            fields = endpoint_fields(config, endpoints)
+            for name, value in fields.items():
+                setattr(config, name, value)
+            self._auto = False
+        logger.debug("session #%d: region %s (%s)", core.number, region, ", ".join(sorted(fields)) or "no URL taken")
 
     def reconnect_token(self) -> str:
         """A session token for a reconnect (the reconnect's own backoff stands in for the token call's retries)."""

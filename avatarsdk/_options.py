@@ -16,8 +16,9 @@ from typing import Any, Mapping, Optional, Tuple, TypedDict, Union
 from ._backoff import Backoff
 from ._dispatch import SharedDispatcher
 from ._network import ClientCert, NetworkOptions
-from ._validation import HttpTimeout, check_http_timeout, check_int, check_timeout
+from ._validation import HttpTimeout, check_http_timeout, check_int, check_timeout, check_url
 from .reconnect import ReconnectPolicy, reconnect_policy
+from .regions import BOOTSTRAP_URL_ENV, default_bootstrap_url
 
 __all__ = ["Options", "SessionOptions"]
 
@@ -72,6 +73,8 @@ class SessionOptions(TypedDict, total=False):
             (default off). Each reconnect is a new billed session on the service.
         dispatcher: A :class:`~avatarsdk.SharedDispatcher` whose threads run the callbacks, shared with other
             sessions (default ``None``: the session's own dispatcher thread).
+        bootstrap_url: Where ``region="auto"`` asks for the app's region (default: ``AVATARSDK_BOOTSTRAP_URL``,
+            else ``https://global.spatialwalk.top/bootstrap``); read when the session is created.
     """
 
     http_timeout: HttpTimeout
@@ -92,6 +95,7 @@ class SessionOptions(TypedDict, total=False):
     proxy: Optional[str]
     reconnect: Union[bool, ReconnectPolicy, None]
     dispatcher: Optional[SharedDispatcher]
+    bootstrap_url: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class Options:
     """:class:`SessionOptions`, checked and resolved: what a session runs with. Made by :meth:`checked`."""
 
     __slots__ = (
+        "bootstrap_url",
         "close_timeout",
         "connect_timeout",
         "dispatcher",
@@ -127,6 +132,7 @@ class Options:
     network: NetworkOptions
     reconnect: Optional[ReconnectPolicy]
     dispatcher: Optional[SharedDispatcher]
+    bootstrap_url: str
 
     @classmethod
     def checked(cls, given: Mapping[str, Any]) -> Options:
@@ -167,6 +173,7 @@ class Options:
             ),
             reconnect=reconnect_policy(get("reconnect")),
             dispatcher=dispatcher,
+            bootstrap_url=_bootstrap_url(get("bootstrap_url")),
         )
 
 
@@ -199,3 +206,9 @@ def _token_retry(retries: Any, deadline: Any) -> Backoff:
         retries=retries,
         deadline=check_timeout("http_retry_deadline", deadline),
     )
+
+
+def _bootstrap_url(value: Any) -> str:
+    if value is not None:
+        return check_url("bootstrap_url", value, ("http", "https"))
+    return check_url(f"bootstrap_url (from {BOOTSTRAP_URL_ENV})", default_bootstrap_url(), ("http", "https"))

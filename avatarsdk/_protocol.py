@@ -13,6 +13,7 @@ from google.protobuf.internal import api_implementation
 from google.protobuf.message import DecodeError
 
 from ._proto import ingress_v2_pb2 as pb
+from .regions import TOKEN_ROUTES
 from .session_config import AudioFormat, SessionConfig
 from .tracing import TraceContext
 
@@ -31,14 +32,13 @@ __all__ = [
 ]
 
 WEBSOCKET_PATH = "/websocket"
-SESSION_TOKEN_PATH = "/session-tokens"
 _SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _SECRET_QUERY_KEYS = frozenset({"sessionkey"})
 
 
-def session_token_url(console_endpoint_url: str) -> str:
-    """The token call's URL: ``{console}/session-tokens``."""
-    return console_endpoint_url.rstrip("/") + SESSION_TOKEN_PATH
+def session_token_url(console_endpoint_url: str, route: str = "console") -> str:
+    """The token call's URL: ``{console}/session-tokens``, or the path of another route (``TOKEN_ROUTES``)."""
+    return console_endpoint_url.rstrip("/") + TOKEN_ROUTES[route]
 
 
 def websocket_target(

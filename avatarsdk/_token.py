@@ -1,4 +1,4 @@
-"""The console API's token call (``POST {console}/session-tokens``) over requests."""
+"""The token call (``POST {console}/session-tokens``, or another route of ``TOKEN_ROUTES``) over requests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -21,6 +21,8 @@ from .errors import PHASE_SESSION_TOKEN, AvatarSDKErrorCode, SessionTokenError, 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20  # a token response is tiny; anything past 1 MiB is not one
+#: Where a token call's answer may hold the token, in order of preference (at the top level, then in ``data``).
+TOKEN_KEYS = ("sessionToken", "sessionKey", "token", "session_token")
 
 
 def request_session_token(
@@ -28,13 +30,16 @@ def request_session_token(
     *,
     api_key: str,
     expire_at: datetime,
+    app_id: Optional[str] = None,
+    route: str = "console",
     timeout: Optional[Tuple[Optional[float], Optional[float]]],
     retry: Backoff = NO_RETRIES,
     http: Optional[requests.Session] = None,
     request_options: Optional[Dict[str, Any]] = None,
 ) -> str:
     """Ask the console for a session token valid until ``expire_at``, retrying as ``retry`` says: connection
-    failures, 5xx and 429 only (never another 4xx), ``Retry-After`` honoured.
+    failures, 5xx and 429 only (never another 4xx), ``Retry-After`` honoured. The body names ``app_id`` when
+    one is given; ``route`` is a key of ``TOKEN_ROUTES``.
 
     Raises:
         SessionTokenError: the call failed (network, HTTP status, error document or unusable body); after
@@ -45,9 +50,9 @@ def request_session_token(
     while True:
         attempt += 1
         outcome = _request_once(
-            console_endpoint_url,
+            session_token_url(console_endpoint_url, route),
             api_key=api_key,
-            expire_at=expire_at,
+            payload=_payload(app_id, expire_at),
             timeout=timeout,
             http=http,
             options=request_options or {},
@@ -79,19 +84,24 @@ def _worth_retrying(err: SessionTokenError) -> bool:
     return status is None or status == 429 or status >= 500
 
 
+def _payload(app_id: Optional[str], expire_at: datetime) -> Dict[str, Any]:
+    """The token call's body: ``appId`` first (when known), then ``expireAt``; never ``modelVersion``."""
+    payload: Dict[str, Any] = {"appId": app_id} if app_id else {}
+    payload["expireAt"] = int(expire_at.timestamp())
+    return payload
+
+
 def _request_once(
-    console_endpoint_url: str,
+    url: str,
     *,
     api_key: str,
-    expire_at: datetime,
+    payload: Dict[str, Any],
     timeout: Optional[Tuple[Optional[float], Optional[float]]],
     http: Optional[requests.Session],
     options: Dict[str, Any],
 ) -> Union[str, Tuple[SessionTokenError, Optional[float]]]:
     """One token call: the token, or the error and the server's ``Retry-After`` in seconds (if any)."""
-    url = session_token_url(console_endpoint_url)
     host = urlsplit(url).netloc
-    payload = {"expireAt": int(expire_at.timestamp())}
     headers = {"X-Api-Key": api_key, "Content-Type": "application/json", "Accept": "application/json"}
     logger.debug("requesting a session token from %s (expireAt=%d)", host, payload["expireAt"])
     try:
@@ -102,14 +112,14 @@ def _request_once(
             )
             status = resp.status_code
             retry_after = _retry_after(resp.headers.get("Retry-After"))
-            body = _read_limited(resp)
+            body = read_limited(resp, MAX_BODY_BYTES)
     except requests.Timeout as exc:
         return _transport_error(f"token call to {host} timed out ({type(exc).__name__})", exc), None
     except requests.ConnectionError as exc:
-        return _transport_error(f"could not reach {host} for a session token ({_reason(exc)})", exc), None
+        return _transport_error(f"could not reach {host} for a session token ({reason_of(exc)})", exc), None
     except requests.RequestException as exc:
         err = SessionTokenError(
-            f"token call to {host} failed: {_reason(exc)}", code=AvatarSDKErrorCode.connectionFailed
+            f"token call to {host} failed: {reason_of(exc)}", code=AvatarSDKErrorCode.connectionFailed
         )
         err.__cause__ = exc
         return err, None
@@ -147,7 +157,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def _reason(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
     """The innermost cause's class name (e.g. ``SSLCertVerificationError``, ``ProxyError``), never its text
     (which may hold URLs)."""
     seen = exc
@@ -157,12 +167,13 @@ def _reason(exc: BaseException) -> str:
     return inner if inner == type(exc).__name__ else f"{type(exc).__name__}: {inner}"
 
 
-def _read_limited(resp: requests.Response) -> Optional[bytes]:
+def read_limited(resp: requests.Response, limit: int) -> Optional[bytes]:
+    """The body of ``resp``, or ``None`` once it passes ``limit`` bytes (the rest is not read)."""
     chunks = []
     size = 0
     for chunk in resp.iter_content(chunk_size=65536):
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
@@ -179,13 +190,14 @@ def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] =
     """The session token from a token call's response, or a classified :class:`SessionTokenError`.
 
     A non-200 status, or an ``errors`` list (even with HTTP 200), is a failure; a 200 without a non-empty
-    ``sessionToken`` string is a protocol error. Known ``secrets`` are removed from any echoed body.
+    string under one of :data:`TOKEN_KEYS`, at the top level or inside ``data``, is a protocol error. Known
+    ``secrets`` are removed from any echoed body.
     """
     text = body.decode("utf-8", errors="replace")
     document = json_or_none(text)
     errors = document.get("errors") if isinstance(document, dict) else None
-    if isinstance(document, dict) and isinstance(document.get("sessionToken"), str):
-        secrets = (*secrets, document["sessionToken"])  # a token in a failed response is still a secret
+    found = _tokens_in(document)
+    secrets = (*secrets, *found)  # a token in a failed response is still a secret
     if status != 200 or errors:
         doc_status = int_or_none(error_details(document, text)["status"])
         http_status = doc_status if status == 200 and doc_status is not None else status
@@ -206,10 +218,10 @@ def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] =
             http_status=status,
             raw_body=raw_body,
         )
-    token = document.get("sessionToken")
-    if not isinstance(token, str) or not token:
+    token = found[0] if found else None
+    if token is None:
         raise SessionTokenError(
-            "session token response has no sessionToken",
+            f"session token response has no {', '.join(TOKEN_KEYS)} (top level or in data)",
             code=AvatarSDKErrorCode.protocolError,
             http_status=status,
             raw_body=raw_body,
@@ -221,3 +233,20 @@ def parse_token_response(status: int, body: bytes, *, secrets: Tuple[str, ...] =
             http_status=status,
         )
     return token
+
+
+def _tokens_in(document: Any) -> List[str]:
+    """The non-empty strings under :data:`TOKEN_KEYS` in a response, the one to use first: the top level before
+    ``data``, each in the keys' order."""
+    if not isinstance(document, dict):
+        return []
+    places = [document]
+    if isinstance(document.get("data"), dict):
+        places.append(document["data"])
+    found = []
+    for place in places:
+        for key in TOKEN_KEYS:
+            value = place.get(key)
+            if isinstance(value, str) and value:
+                found.append(value)
+    return found

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 PCM_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 OGG_OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
+DEFAULT_TOKEN_LIFETIME = timedelta(hours=1)  # a token call's expireAt when expire_at is None
 MAX_TIMEOUT = 24 * 3600.0  # seconds; a session cannot outlive its 24 h token, and sockets refuse huge values
 
 HttpTimeout = Union[float, Tuple[float, float], None]
@@ -77,6 +78,13 @@ def check_expire_at(value: Any, *, now: Optional[datetime] = None) -> datetime:
     if value - now > MAX_TOKEN_LIFETIME:
         raise ValueError(f"expire_at: expected at most 24 h ahead, got {value.isoformat()} (now {now.isoformat()})")
     return value
+
+
+def token_expiry(value: Any, *, now: Optional[datetime] = None) -> datetime:
+    """The ``expireAt`` of a token call made ``now``: ``value`` checked, or one hour ahead when it is ``None``."""
+    if value is None:
+        return (now or datetime.now(timezone.utc)) + DEFAULT_TOKEN_LIFETIME
+    return check_expire_at(value, now=now)
 
 
 def check_int(field: str, value: Any) -> int:

@@ -168,7 +168,8 @@ class AvatarSession:
     # ------------------------------------------------------------------------------------- lifecycle
 
     def init(self) -> None:
-        """Get a session token from the console API (``POST /session-tokens``).
+        """Get a session token from the console API (``POST /session-tokens``); with ``region="auto"``, ask the
+        bootstrap service for the region first (at the first ``init()``).
 
         May be called again before ``start()`` to replace the token. It also starts the session's reader
         thread, parked until ``start()`` gives it the connection. Nothing is billed yet.
@@ -435,9 +436,11 @@ def new_avatar_session(
     avatar_id: str,
     api_key: str,
     app_id: str,
-    expire_at: datetime,
-    console_endpoint_url: str,
-    ingress_endpoint_url: str,
+    expire_at: Optional[datetime] = None,
+    console_endpoint_url: str = "",
+    ingress_endpoint_url: str = "",
+    region: Optional[str] = None,
+    token_route: Optional[str] = None,
     use_query_auth: bool = False,
     sample_rate: int = 16000,
     bitrate: int = 0,
@@ -457,14 +460,12 @@ def new_avatar_session(
     """Create an :class:`AvatarSession` from keyword arguments: the fields of :class:`SessionConfig`, and the
     session's options (:class:`~avatarsdk.SessionOptions`: timeouts, limits, network, reconnect, dispatcher).
     Unknown keywords raise ``TypeError``; invalid values raise ``ValueError``/``TypeError`` naming the field.
-    Nothing is sent until ``init()``.
+    Nothing is sent until ``init()``. Give the two URLs, or a ``region`` (see :data:`avatarsdk.REGIONS`).
 
     Example::
 
         with new_avatar_session(
-            avatar_id="...", api_key="...", app_id="...",
-            expire_at=datetime.now(timezone.utc) + timedelta(hours=1),
-            console_endpoint_url="https://console.example", ingress_endpoint_url="https://api.example/v2/driveningress",
+            avatar_id="...", api_key="...", app_id="...", region="us-west",
             transport_frames=lambda frame, last: forward(frame, last),
         ) as session:
             session.send_audio(pcm, end=True)
@@ -490,5 +491,7 @@ def new_avatar_session(
         livekit_egress=livekit_egress,
         agora_egress=agora_egress,
         extra_params={} if extra_params is None else extra_params,
+        region=region,
+        token_route=token_route,
     )
     return AvatarSession(config, **options)

@@ -178,8 +178,9 @@ class SessionPool:
     until it is returned; ``transport_frames`` and ``on_error`` run on the sessions' dispatcher threads.
 
     Args:
-        avatar_id, api_key, app_id, console_endpoint_url, ingress_endpoint_url: As for
-            :func:`~avatarsdk.new_avatar_session`.
+        avatar_id, api_key, app_id, console_endpoint_url, ingress_endpoint_url, region, token_route: As for
+            :func:`~avatarsdk.new_avatar_session` (``region="auto"`` is resolved at each session's ``init()``,
+            from the process-wide cache after the first).
         max_size: Most sessions (lent, idle, starting or closing) at once.
         min_idle: Sessions the maintenance thread keeps started and idle (within ``max_size``); 0 for none.
         token_lifetime: Seconds each session's token is asked for (1 to 86400).
@@ -208,8 +209,10 @@ class SessionPool:
         avatar_id: str,
         api_key: str,
         app_id: str,
-        console_endpoint_url: str,
-        ingress_endpoint_url: str,
+        console_endpoint_url: str = "",
+        ingress_endpoint_url: str = "",
+        region: Optional[str] = None,
+        token_route: Optional[str] = None,
         max_size: int = DEFAULT_MAX_SIZE,
         min_idle: int = 0,
         token_lifetime: float = DEFAULT_TOKEN_LIFETIME,
@@ -254,6 +257,8 @@ class SessionPool:
                 ogg_opus_encoder=ogg_opus_encoder,
                 on_encoded_audio=on_encoded_audio,
                 on_reconnect=on_reconnect,
+                region=region,
+                token_route=token_route,
             )
         )
         close_timeout = checked.close_timeout

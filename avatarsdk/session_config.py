@@ -132,7 +132,7 @@ class SessionConfig:
         use_query_auth: Send the app id and session token as URL query parameters ("web" style) instead of
             headers ("mobile" style, the default).
         expire_at: When the session token expires: a timezone-aware datetime in the future, at most 24 h
-            ahead.
+            ahead; ``None`` (the default): one hour after each token call (``init()``, each reconnect).
         sample_rate: Audio sample rate in Hz (16000 by default; PCM also 8000, 22050, 24000, 32000, 44100,
             48000; Ogg Opus 8000, 12000, 16000, 24000, 48000).
         bitrate: Audio bitrate for Ogg Opus; 0 for PCM.
@@ -140,8 +140,9 @@ class SessionConfig:
         transport_frames: Receives each animation frame (exact bytes) and its ``last`` flag.
         on_error: Receives faults as :class:`~avatarsdk.AvatarSDKError`.
         on_close: Called once when the session has ended.
-        console_endpoint_url: Console API base URL (``https://...``).
-        ingress_endpoint_url: Ingress base URL, e.g. ``https://api.<region>.spatialwalk.cloud/v2/driveningress``.
+        console_endpoint_url: Console API base URL (``https://...``); may be left empty with ``region``.
+        ingress_endpoint_url: Ingress base URL, e.g. ``https://api.<region>.spatialwalk.cloud/v2/driveningress``;
+            may be left empty with ``region``.
         livekit_egress: Publish to a LiveKit room (exclusive with ``agora_egress``).
         agora_egress: Publish to an Agora channel (exclusive with ``livekit_egress``).
         on_playback_state: Receives playback-state messages (the service's newer generation answers each
@@ -154,6 +155,15 @@ class SessionConfig:
             (sessions created with ``reconnect``), on the dispatcher thread.
         extra_params: Free-form session parameters for the service (str to str, e.g.
             ``{"server_post_process": "false"}``), sent in the session's configuration only when non-empty.
+        region: Instead of the two URLs: a key of :data:`avatarsdk.REGIONS` (``"us-west"``, ``"ap-northeast"``,
+            ``"cn-beijing"``, or the ``"spatialreal"`` preset), resolved when the session is created; or
+            ``"auto"``, resolved at ``init()`` by a call to the bootstrap service (a third host, so never the
+            default). A URL given as well wins over the region's (each URL on its own).
+        token_route: The token call's route, a key of :data:`avatarsdk.TOKEN_ROUTES`: ``"console"``
+            (``POST {console_endpoint_url}/session-tokens``) or ``"auth"``
+            (``POST {console_endpoint_url}/v1/auth/session-token``, the SpatialReal-branded API's, the URL then
+            being its API root). ``None`` (the default): the route of the region that gave the console URL,
+            else ``"console"``.
     """
 
     avatar_id: str = ""
@@ -176,6 +186,8 @@ class SessionConfig:
     on_encoded_audio: Optional[EncodedAudioCallback] = None
     on_reconnect: Optional[ReconnectCallback] = None
     extra_params: Mapping[str, str] = field(default_factory=dict)
+    region: Optional[str] = None
+    token_route: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.audio_format = _coerce_audio_format(self.audio_format)
@@ -215,8 +227,9 @@ class SessionConfigBuilder:
         self._config.use_query_auth = use_query_auth
         return self
 
-    def with_expire_at(self, expire_at: datetime) -> SessionConfigBuilder:
-        """Set the session token's expiry (timezone-aware, at most 24 h ahead)."""
+    def with_expire_at(self, expire_at: Optional[datetime]) -> SessionConfigBuilder:
+        """Set the session token's expiry (timezone-aware, at most 24 h ahead; ``None``: an hour after each token
+        call)."""
         self._config.expire_at = expire_at
         return self
 
@@ -258,6 +271,16 @@ class SessionConfigBuilder:
     def with_ingress_endpoint_url(self, url: str) -> SessionConfigBuilder:
         """Set the ingress base URL."""
         self._config.ingress_endpoint_url = url
+        return self
+
+    def with_region(self, region: Optional[str]) -> SessionConfigBuilder:
+        """Take the URLs not set from ``region`` (a key of :data:`avatarsdk.REGIONS`, or ``"auto"``)."""
+        self._config.region = region
+        return self
+
+    def with_token_route(self, route: Optional[str]) -> SessionConfigBuilder:
+        """Set the token call's route (``"console"`` or ``"auth"``, see :data:`avatarsdk.TOKEN_ROUTES`)."""
+        self._config.token_route = route
         return self
 
     def with_livekit_egress(self, config: LiveKitEgressConfig) -> SessionConfigBuilder:

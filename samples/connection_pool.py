@@ -3,6 +3,8 @@
     python samples/connection_pool.py --local       # built-in stand-in service (AVATARSDK_LOCAL=1 works too)
     python samples/connection_pool.py               # real service: set AVATARSDK_API_KEY, AVATARSDK_APP_ID,
         AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL and AVATARSDK_INGRESS_URL
+    python samples/connection_pool.py --region us-west    # the region's URLs instead of the URL variables
+        (also AVATARSDK_REGION; a URL variable set still wins)
 
 Each worker thread plays the part of a web request handler: it takes a session from the pool, streams one
 utterance (a generated tone of --seconds) and iterates over its frames as they arrive, the way a relay would
@@ -27,6 +29,11 @@ from avatarsdk import AvatarSDKError, SessionPool, SharedDispatcher
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--local", action="store_true", help="use the built-in stand-in service")
+parser.add_argument(
+    "--region",
+    default=os.environ.get("AVATARSDK_REGION"),
+    help="us-west, ap-northeast, cn-beijing, spatialreal or auto, instead of the URL variables",
+)
 parser.add_argument("--utterances", type=int, default=16, help="how many utterances to send (16)")
 parser.add_argument("--concurrency", type=int, default=8, help="worker threads sending at once (8)")
 parser.add_argument("--max-size", type=int, default=4, help="the pool's max_size (4)")
@@ -47,11 +54,14 @@ if args.local or os.environ.get("AVATARSDK_LOCAL") == "1":
 else:
     names = ["api_key", "app_id", "avatar_id", "console_endpoint_url", "ingress_endpoint_url"]
     variables = ["AVATARSDK_" + v for v in ("API_KEY", "APP_ID", "AVATAR_ID", "CONSOLE_URL", "INGRESS_URL")]
-    missing = [v for v in variables if not os.environ.get(v)]
+    needed = [v for v in variables if not (args.region and v.endswith("_URL"))]  # a region gives the URLs
+    missing = [v for v in needed if not os.environ.get(v)]
     if missing:
-        print(f"error: set {', '.join(missing)} (or use --local)", file=sys.stderr)
+        print(f"error: set {', '.join(missing)} (or use --local, or --region for the URLs)", file=sys.stderr)
         sys.exit(2)
-    settings = {name: os.environ[var] for name, var in zip(names, variables)}
+    settings = {name: os.environ[var] for name, var in zip(names, variables) if os.environ.get(var)}
+    if args.region:
+        settings["region"] = args.region
 
 rate = 16000
 samples = int(args.seconds * rate)

@@ -3,6 +3,8 @@
     python samples/quickstart.py --local        # built-in stand-in service (AVATARSDK_LOCAL=1 works too)
     python samples/quickstart.py speech.wav     # real service: set AVATARSDK_API_KEY, AVATARSDK_APP_ID,
         AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL and AVATARSDK_INGRESS_URL
+    python samples/quickstart.py --region us-west speech.wav    # the region's URLs instead of the two URL
+        variables (also AVATARSDK_REGION; a URL variable set still wins)
 
 Input: a 16-bit mono WAV (its rate becomes the session's), or raw PCM s16le mono 16 kHz; without one, a tone.
 Output (--out, default frames.bin): each frame as a 4-byte big-endian length followed by the frame's bytes.
@@ -25,6 +27,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("audio", nargs="?")
 parser.add_argument("--out", default="frames.bin")
 parser.add_argument("--local", action="store_true")
+parser.add_argument("--region", default=os.environ.get("AVATARSDK_REGION"), help="us-west, ap-northeast, ...")
 args = parser.parse_args()
 
 rate, pcm = 16000, struct.pack("<32000h", *(int(6000 * math.sin(i * 0.0864)) for i in range(32000)))
@@ -42,7 +45,10 @@ if args.local or os.environ.get("AVATARSDK_LOCAL") == "1":
 else:
     names = ["api_key", "app_id", "avatar_id", "console_endpoint_url", "ingress_endpoint_url"]
     variables = ["API_KEY", "APP_ID", "AVATAR_ID", "CONSOLE_URL", "INGRESS_URL"]
-    settings = {name: os.environ["AVATARSDK_" + var] for name, var in zip(names, variables)}
+    settings = {"region": args.region} if args.region else {}  # a region gives the URLs not set
+    for name, var in zip(names, variables):
+        if not (args.region and var.endswith("_URL") and "AVATARSDK_" + var not in os.environ):
+            settings[name] = os.environ["AVATARSDK_" + var]
 
 done, frames = threading.Event(), []
 

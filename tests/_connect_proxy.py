@@ -1,17 +1,19 @@
 """An HTTP CONNECT proxy on 127.0.0.1 for tests: it records the targets it tunnels to, and sends every
-tunnel to 127.0.0.1 (so hosts like 127.0.0.2, which websocket-client does not exempt from proxies, work)."""
+tunnel to 127.0.0.1 (so hosts like 127.0.0.2, which websocket-client does not exempt from proxies, work), on the
+target's port or on the one ``route(host, port)`` picks (so the service's real host names reach a stand-in)."""
 
 from __future__ import annotations
 
 import socket
 import threading
-from typing import List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from avatarsdk.testing._proxy import _close, _shut_and_close, _shutdown_write
 
 
 class ConnectProxy:
-    def __init__(self) -> None:
+    def __init__(self, route: Optional[Callable[[str, int], int]] = None) -> None:
+        self._route = route
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.targets: List[Tuple[str, int]] = []
         self._threads: List[threading.Thread] = []
@@ -68,10 +70,12 @@ class ConnectProxy:
             _close(client)
             return
         host, _, port = line[1].rpartition(":")
+        target = (host.strip("[]"), int(port))
         with self._lock:
-            self.targets.append((host.strip("[]"), int(port)))
+            self.targets.append(target)
         try:
-            upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+            local_port = self._route(*target) if self._route is not None else target[1]
+            upstream = socket.create_connection(("127.0.0.1", local_port), timeout=5)
             upstream.settimeout(None)
         except OSError:
             client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+from _region_world import RegionWorld
 from conftest import HAVE_PYAV, needs_pyav, unused_port
 
 from avatarsdk._proto import ingress_v2_pb2 as pb
@@ -245,12 +246,22 @@ def test_missing_credentials_exit_2_naming_the_variables(tmp_path: Path) -> None
 
     partial = cli("send", audio, "--app-id", "app", env={"AVATARSDK_API_KEY": "k", "AVATARSDK_AVATAR_ID": "a"})
     assert partial.returncode == 2
-    assert "set AVATARSDK_CONSOLE_URL (--console-url), AVATARSDK_INGRESS_URL (--ingress-url)," in partial.stderr
+    assert (
+        "set AVATARSDK_CONSOLE_URL (--console-url), AVATARSDK_INGRESS_URL (--ingress-url) (or AVATARSDK_REGION"
+        " (--region) for the URLs), or use --local" in partial.stderr
+    )
     assert "AVATARSDK_APP_ID" not in partial.stderr
+
+    regional = cli("send", audio, "--region", "us-west", env={"AVATARSDK_API_KEY": "k"})
+    assert regional.returncode == 2
+    assert "set AVATARSDK_APP_ID (--app-id), AVATARSDK_AVATAR_ID (--avatar-id), or use" in regional.stderr
 
     token = cli("token")
     assert token.returncode == 2
-    assert "set AVATARSDK_API_KEY (--api-key), AVATARSDK_CONSOLE_URL (--console-url), or" in token.stderr
+    assert (
+        "set AVATARSDK_API_KEY (--api-key), AVATARSDK_CONSOLE_URL (--console-url) (or AVATARSDK_REGION (--region)"
+        " for the URLs), or use" in token.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -275,6 +286,12 @@ def test_missing_credentials_exit_2_naming_the_variables(tmp_path: Path) -> None
              "--ingress-url", "https://x"],
             "error: console_endpoint_url: expected a URL with scheme http or https",
         ),
+        (
+            ["send", "good.wav", "--api-key", "k", "--app-id", "a", "--avatar-id", "v", "--region", "mars"],
+            "error: region: expected one of 'us-west', 'ap-northeast', 'cn-beijing', 'spatialreal' or 'auto', got",
+        ),
+        (["token", "--api-key", "k", "--region", "mars"], "error: region: expected one of 'us-west', 'ap-northeast'"),
+        (["token", "--api-key", "k", "--region", "auto"], "error: --region auto: the bootstrap call needs the app id"),
         (["token", "--local", "--expires-in", "0"], "error: --expires-in: expected 1 to 86400 seconds"),
         (["token", "--local", "--expires-in", "86401"], "error: --expires-in: expected 1 to 86400 seconds"),
         (["serve-local", "--port", "70000"], "error: --port: expected a port from 0 (any free one) to 65535"),
@@ -467,6 +484,56 @@ def test_token_local() -> None:
     result = cli("token", "--local", "--show", "--expires-in", "60")
     assert result.returncode == 0, result.stderr
     assert re.match(r"session token from 127\.0\.0\.1:\d+: expires .* UTC \(in 60 s\)\nfake-token-", result.stdout)
+
+
+# ------------------------------------------------------------------------------------------ regions
+
+
+def world_env(world: RegionWorld, **extra: str) -> Dict[str, str]:
+    """The stand-in's credentials but no URL, and the proxy and CA that put it behind the real host names."""
+    return {
+        "AVATARSDK_API_KEY": world.service.api_key,
+        "AVATARSDK_APP_ID": world.service.app_id,
+        "AVATARSDK_AVATAR_ID": world.service.avatar_id,
+        **world.env(),
+        **extra,
+    }
+
+
+def test_send_with_a_region_from_the_environment(tmp_path: Path) -> None:
+    audio = write_wav(tmp_path / "a.wav", 0.2)
+    with RegionWorld(tmp_path) as world:
+        result = cli("send", str(audio), env=world_env(world, AVATARSDK_REGION="ap-northeast"))
+        hosts = world.hosts
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "avatarsdk send: 1 file(s) to region ap-northeast" in result.stdout
+    assert int(summary(result.stdout)["a.wav"]["frames"]) == 5
+    assert hosts == [("console.ap-northeast.spatialwalk.cloud", 443), ("api.ap-northeast.spatialwalk.cloud", 443)]
+
+
+def test_the_region_flag_wins_over_the_variable_and_a_url_over_the_region(tmp_path: Path) -> None:
+    audio = write_wav(tmp_path / "a.wav", 0.1)
+    with RegionWorld(tmp_path) as world:
+        env = world_env(world, AVATARSDK_REGION="mars", AVATARSDK_INGRESS_URL=world.service.ingress_url)
+        result = cli("send", str(audio), "--region", "cn-beijing", env=env)
+        hosts = world.hosts
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hosts == [("console.cn-beijing.spatialwalk.cloud", 443)]  # the ingress given: no tunnel to it
+
+
+def test_token_with_the_spatialreal_preset_and_with_auto(tmp_path: Path) -> None:
+    with RegionWorld(tmp_path, bootstrap_region="eu-central") as world:
+        preset = cli("token", "--region", "spatialreal", env=world_env(world))
+        auto = cli("token", "--region", "auto", "--show", env=world_env(world))
+        requests = world.service.token_requests
+        bootstrap = world.service.bootstrap_requests
+    assert preset.returncode == 0 and auto.returncode == 0, preset.stderr + auto.stderr
+    assert preset.stdout.startswith("session token from api.spatialreal.cloud: expires ")
+    assert auto.stdout.startswith("session token from console.eu-central.spatialwalk.cloud: expires ")
+    assert [r.path for r in requests] == ["/v1/auth/session-token", "/v1/console/session-tokens"]
+    assert [r.json["appId"] for r in requests] == [world.service.app_id] * 2
+    assert len(bootstrap) == 1
+    assert auto.stdout.splitlines()[1] == world.service.issued_tokens[1]
 
 
 # ------------------------------------------------------------------------------------- entry point

@@ -176,7 +176,6 @@ def test_ingress_url_schemes_accepted(idle_service: FakeAvatarService, scheme: s
 @pytest.mark.parametrize(
     ("make", "exc"),
     [
-        (lambda: None, ValueError),
         (lambda: datetime.now() + timedelta(hours=1), ValueError),  # naive
         (lambda: now() - timedelta(minutes=1), ValueError),
         (lambda: now() + timedelta(hours=24, minutes=5), ValueError),
@@ -185,7 +184,7 @@ def test_ingress_url_schemes_accepted(idle_service: FakeAvatarService, scheme: s
         (lambda: int((now() + timedelta(hours=1)).timestamp()), TypeError),
         (lambda: date.today() + timedelta(days=1), TypeError),
     ],
-    ids=["none", "naive", "past", "over-24h", "days", "string", "timestamp", "date"],
+    ids=["naive", "past", "over-24h", "days", "string", "timestamp", "date"],
 )
 def test_expire_at_rejected(idle_service: FakeAvatarService, make: Callable[[], Any], exc: Type[Exception]) -> None:
     rejects(idle_service, exc, "expire_at", expire_at=make())
@@ -199,7 +198,7 @@ def test_expire_at_just_under_24h_is_accepted(service: FakeAvatarService) -> Non
     finally:
         session.close()
     assert len(service.token_requests) == 1
-    assert service.token_requests[0].json == {"expireAt": int(expire_at.timestamp())}
+    assert service.token_requests[0].json == {"appId": service.app_id, "expireAt": int(expire_at.timestamp())}
 
 
 def test_expire_at_other_timezone_is_accepted(idle_service: FakeAvatarService) -> None:

@@ -86,7 +86,12 @@ def test_partial_credentials_are_refused() -> None:
         "AVATARSDK_AVATAR_ID",
         "AVATARSDK_CONSOLE_URL",
         "AVATARSDK_INGRESS_URL",
+        "AVATARSDK_REGION",
     }
+    with pytest.raises(ValueError, match=r"CONSOLE_URL, AVATARSDK_INGRESS_URL \(or AVATARSDK_REGION for"):
+        credentials_from_env({"AVATARSDK_API_KEY": "k", "AVATARSDK_APP_ID": "a", "AVATARSDK_AVATAR_ID": "v"})
+    given = {"AVATARSDK_API_KEY": "k", "AVATARSDK_APP_ID": "a", "AVATARSDK_AVATAR_ID": "v", "AVATARSDK_REGION": "x"}
+    assert credentials_from_env(given) == {"api_key": "k", "app_id": "a", "avatar_id": "v", "region": "x"}
 
 
 def test_demo_rejects_bad_arguments() -> None:

@@ -53,6 +53,7 @@ KEYS = {
     "proxy",
     "reconnect",
     "dispatcher",
+    "bootstrap_url",
 }
 
 # The options that are plain timeouts, and the Options field each one lands in.
@@ -89,7 +90,8 @@ def pem(tmp_path: Path) -> str:
 # ------------------------------------------------------------------------------------------------ defaults
 
 
-def test_defaults_when_nothing_is_given() -> None:
+def test_defaults_when_nothing_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AVATARSDK_BOOTSTRAP_URL", raising=False)
     options = Options.checked({})
     assert options == Options(
         http_timeout=(5.0, 15.0),
@@ -105,6 +107,7 @@ def test_defaults_when_nothing_is_given() -> None:
         network=NetworkOptions(verify_tls=True, ca_bundle=None, client_cert=None, proxy=None),
         reconnect=None,
         dispatcher=None,
+        bootstrap_url="https://global.spatialwalk.top/bootstrap",
     )
 
 
@@ -198,6 +201,7 @@ def test_every_key_is_accepted() -> None:
         "proxy": "http://proxy.example:3128",
         "reconnect": True,
         "dispatcher": SharedDispatcher(),
+        "bootstrap_url": "http://127.0.0.1:9/bootstrap",
     }
     assert set(values) == set(SessionOptions.__annotations__)
     default = Options.checked({})
@@ -454,6 +458,7 @@ def test_every_option_given() -> None:
             "proxy": "https://proxy.example",
             "reconnect": policy,
             "dispatcher": shared,
+            "bootstrap_url": "https://bootstrap.example/bootstrap",
         }
     )
     assert options == Options(
@@ -470,6 +475,7 @@ def test_every_option_given() -> None:
         network=NetworkOptions(proxy="https://proxy.example"),
         reconnect=policy,
         dispatcher=shared,
+        bootstrap_url="https://bootstrap.example/bootstrap",
     )
 
 
@@ -497,3 +503,26 @@ def test_messages_name_the_field_not_another() -> None:
     for name in sorted(TIMEOUTS):
         with pytest.raises(ValueError, match=rf"^{re.escape(name)}: "):
             Options.checked({name: -1})
+
+
+# ------------------------------------------------------------------------------------------ bootstrap_url
+
+
+def test_bootstrap_url_from_the_option_the_environment_or_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVATARSDK_BOOTSTRAP_URL", "http://127.0.0.1:8/bootstrap")
+    assert checked().bootstrap_url == "http://127.0.0.1:8/bootstrap"
+    assert checked(bootstrap_url="https://b.example/x").bootstrap_url == "https://b.example/x"  # the option wins
+    monkeypatch.setenv("AVATARSDK_BOOTSTRAP_URL", "")
+    assert checked().bootstrap_url == "https://global.spatialwalk.top/bootstrap"
+
+
+def test_bad_bootstrap_urls_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    ftp = "bootstrap_url: expected a URL with scheme http or https, got 'ftp' in 'ftp://b/x'"
+    raises(ValueError, ftp, bootstrap_url="ftp://b/x")
+    raises(TypeError, "bootstrap_url: expected a URL string, got int", bootstrap_url=5)
+    monkeypatch.setenv("AVATARSDK_BOOTSTRAP_URL", "global.example/bootstrap")
+    raises(
+        ValueError,
+        "bootstrap_url (from AVATARSDK_BOOTSTRAP_URL): expected a URL with scheme http or https, got 'none' in"
+        " 'global.example/bootstrap'",
+    )

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from _region_world import RegionWorld
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "connection_pool.py"
 ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\d+)\s+([\d,]+)\s+([\d.]+) ms\s+([\d.]+) ms\s+([\d.]+) ms$")
 
 
-def run(*args: str, local_env: bool = False) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def run(*args: str, local_env: bool = False, **extra_env: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AVATARSDK_")}
     if local_env:
         env["AVATARSDK_LOCAL"] = "1"
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, str(SAMPLE), *args], capture_output=True, text=True, timeout=60, env=env, check=False
     )
@@ -49,3 +51,17 @@ def test_concurrent_utterances_through_one_pool(local_env: bool, extra: List[str
 def test_without_credentials_it_says_what_to_set() -> None:
     result = run("--utterances", "1")
     assert result.returncode == 2 and "AVATARSDK_API_KEY" in result.stderr
+
+
+def test_a_region_instead_of_the_urls(tmp_path: Path) -> None:
+    with RegionWorld(tmp_path) as world:
+        credentials = {"AVATARSDK_" + name.upper(): value for name, value in world.credentials().items()}
+        flags = ["--utterances", "2", "--concurrency", "2", "--max-size", "2", "--seconds", "0.2"]
+        result = run("--region", "us-west", *flags, **credentials, **world.env())
+        hosts = {host for host, _ in world.hosts}
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 utterances, 10 frames in " in result.stdout
+    assert hosts == {"console.us-west.spatialwalk.cloud", "api.us-west.spatialwalk.cloud"}
+    missing = run("--utterances", "1", "--region", "us-west", AVATARSDK_API_KEY="k")
+    assert missing.returncode == 2
+    assert "set AVATARSDK_APP_ID, AVATARSDK_AVATAR_ID (or use --local" in missing.stderr

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
+
+from _region_world import RegionWorld
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -22,10 +24,13 @@ def read_frames(path: Path) -> List[bytes]:
     return frames
 
 
-def run(*args: str, cwd: Path, local_env: bool = False) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def run(
+    *args: str, cwd: Path, local_env: bool = False, extra_env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AVATARSDK_")}
     if local_env:
         env["AVATARSDK_LOCAL"] = "1"
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=env, check=False
     )
@@ -49,3 +54,20 @@ def test_quickstart_with_a_wav_file_and_the_environment_switch(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert len(read_frames(tmp_path / "frames.bin")) == 25
     assert "connection id: conn-" in result.stdout and "request id: " in result.stdout
+
+
+def region_env(world: RegionWorld) -> Dict[str, str]:
+    """The stand-in's credentials without URLs, behind the service's real host names (``_region_world``)."""
+    names = {"api_key": "AVATARSDK_API_KEY", "app_id": "AVATARSDK_APP_ID", "avatar_id": "AVATARSDK_AVATAR_ID"}
+    return {names[name]: value for name, value in world.credentials().items()} | world.env()
+
+
+def test_quickstart_with_a_region(tmp_path: Path) -> None:
+    with RegionWorld(tmp_path) as world:
+        result = run(
+            str(SAMPLES / "quickstart.py"), "--region", "cn-beijing", cwd=tmp_path, extra_env=region_env(world)
+        )
+        hosts = world.hosts
+    assert result.returncode == 0, result.stderr
+    assert len(read_frames(tmp_path / "frames.bin")) == 50
+    assert hosts == [("console.cn-beijing.spatialwalk.cloud", 443), ("api.cn-beijing.spatialwalk.cloud", 443)]

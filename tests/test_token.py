@@ -24,6 +24,7 @@ from avatarsdk.testing import FakeAvatarService, TokenReply, jsonapi_error
 
 C = AvatarSDKErrorCode
 MiB = 1 << 20
+NO_TOKEN = "session token response has no sessionToken, sessionKey, token, session_token (top level or in data)"
 
 
 def init_error(make_session: Callable[..., AvatarSession], **overrides: Any) -> SessionTokenError:
@@ -50,7 +51,9 @@ def test_success_request_shape(service: FakeAvatarService, make_session: Callabl
     assert len(service.token_requests) == 1
     request = service.token_requests[0]
     body = request.json
-    assert body == {"expireAt": int(expire_at.timestamp())}
+    assert body == {"appId": service.app_id, "expireAt": int(expire_at.timestamp())}
+    assert list(body) == ["appId", "expireAt"]  # in the official SDK's order; never modelVersion
+    assert request.path == "/session-tokens"
     assert type(body["expireAt"]) is int
     assert request.headers["x-api-key"] == service.api_key
     assert request.headers["content-type"] == "application/json"
@@ -66,7 +69,7 @@ def test_success_expire_at_in_another_timezone(
 ) -> None:
     expire_at = datetime.now(timezone(timedelta(hours=9))) + timedelta(hours=3)
     make_session(expire_at=expire_at).init()
-    assert service.token_requests[0].json == {"expireAt": int(expire_at.timestamp())}
+    assert service.token_requests[0].json == {"appId": service.app_id, "expireAt": int(expire_at.timestamp())}
 
 
 def test_console_url_with_trailing_slash(
@@ -175,7 +178,7 @@ def test_200_with_errors_list_reports_its_status(
         {"sessionToken": 123},
         {"sessionToken": None},
         {"sessionToken": ["tok"]},
-        {"token": "tok"},
+        {"accessToken": "tok"},
         "",
     ],
     ids=[
@@ -763,8 +766,9 @@ def test_parse_refuses_a_token_with_whitespace_or_control_characters(bad: str) -
     [
         (b"[1, 2]", "session token response is not a JSON object"),
         (b"not json", "session token response is not a JSON object"),
-        (b'{"token": "t"}', "session token response has no sessionToken"),
-        (b'{"sessionToken": ""}', "session token response has no sessionToken"),
+        (b'{"accessToken": "t"}', NO_TOKEN),
+        (b'{"sessionToken": ""}', NO_TOKEN),
+        (b'{"data": {"sessionToken": 5}, "token": null}', NO_TOKEN),
     ],
 )
 def test_parse_an_unusable_200_keeps_its_body(body: bytes, message: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 import websocket
+from _region_world import RegionWorld
 from conftest import unused_port, wait_until
 
 from avatarsdk import load_audio
@@ -321,6 +322,33 @@ def test_the_other_switch_for_the_stand_in(name: str, tmp_path: Path) -> None:
         assert relay.stats()["local"] is True
     finally:
         stop_relay(relay)
+
+
+@pytest.mark.parametrize("name", ["flask", "django"])
+def test_a_region_instead_of_the_urls(name: str, tmp_path: Path) -> None:
+    """``--region`` gives the URLs; the stand-in sits behind the service's real host names (``_region_world``)."""
+    port = unused_port()
+    with RegionWorld(tmp_path) as world:
+        credentials = {"AVATARSDK_" + key.upper(): value for key, value in world.credentials().items()}
+        env = sample_env(**credentials, **world.env())
+        if name == "flask":
+            args = [sys.executable, str(FLASK_SAMPLE / "app.py"), "--port", str(port), "--region", "ap-northeast"]
+        else:
+            args = [sys.executable, str(DJANGO_SAMPLE / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"]
+            args += ["--region", "ap-northeast"]
+        relay = Relay(name, args, env, port, tmp_path / "server.log")
+        try:
+            relay.wait_ready()
+            events = relay.speak("GET")  # the bundled clip
+            frames = [base64.b64decode(data["data"]) for kind, data in events if kind == "frame"]
+            found = world.service.find_request(events[-1][1]["req_id"])
+            assert found is not None and frames == found[0].sent_frames(found[1].req_id)
+            assert relay.stats()["local"] is False
+        finally:
+            stop_relay(relay)
+        hosts = {host for host, _ in world.hosts}
+    assert hosts == {"console.ap-northeast.spatialwalk.cloud", "api.ap-northeast.spatialwalk.cloud"}
+    assert "avatar service: region ap-northeast" in relay.log() or "against region ap-northeast" in relay.log()
 
 
 def test_both_samples_serve_the_one_shared_page() -> None:

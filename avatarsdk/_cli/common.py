@@ -3,7 +3,8 @@
 
 Credentials come from one table (:data:`ENV_VARS`, :data:`FLAGS`) under two rules: ``send`` and ``token``
 take each one from its flag, else its variable, and need them all (:func:`resolve_credentials`); ``demo``
-takes all the variables or none, and runs on the stand-in with none (:func:`credentials_from_env`).
+takes all the variables or none, and runs on the stand-in with none (:func:`credentials_from_env`). A region
+(``--region``, ``AVATARSDK_REGION``) is never needed, and stands in for the two URLs when given.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import argparse
 import os
 import sys
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from .. import AvatarSDKError, AvatarSDKErrorCode
+from .. import REGIONS, AvatarSDKError, AvatarSDKErrorCode
 
 if TYPE_CHECKING:
     from ..testing import FakeAvatarService
@@ -28,6 +29,7 @@ ENV_VARS = {
     "avatar_id": "AVATARSDK_AVATAR_ID",
     "console_endpoint_url": "AVATARSDK_CONSOLE_URL",
     "ingress_endpoint_url": "AVATARSDK_INGRESS_URL",
+    "region": "AVATARSDK_REGION",
 }
 #: Command-line flag of each credential.
 FLAGS = {
@@ -36,10 +38,12 @@ FLAGS = {
     "avatar_id": "--avatar-id",
     "console_endpoint_url": "--console-url",
     "ingress_endpoint_url": "--ingress-url",
+    "region": "--region",
 }
 LOCAL_ENV = "AVATARSDK_LOCAL"
 SESSION_FIELDS = tuple(FLAGS)
-TOKEN_FIELDS = ("api_key", "console_endpoint_url")
+TOKEN_FIELDS = ("api_key", "app_id", "console_endpoint_url", "region")  # the app id only when set
+URL_FIELDS = ("console_endpoint_url", "ingress_endpoint_url")
 TESTING_HINT = 'the built-in stand-in needs the testing extra: pip install "avatarsdk[testing]"'
 
 _C = AvatarSDKErrorCode
@@ -101,6 +105,20 @@ def _lookup(fields: Sequence[str], flags: Optional[argparse.Namespace], environ:
     return {name: value for name, value in found.items() if value}
 
 
+def _missing(fields: Sequence[str], found: Mapping[str, str], optional: Sequence[str]) -> List[str]:
+    """The fields still needed: all not found but the region, the ``optional`` ones, and the URLs a region gives."""
+    needless = {"region", *optional, *(URL_FIELDS if "region" in found else ())}
+    return [name for name in fields if name not in found and name not in needless]
+
+
+def _region_hint(missing: Sequence[str], *, flag: bool = True) -> str:
+    """What may stand in for missing URLs."""
+    if not any(name in URL_FIELDS for name in missing):
+        return ""
+    region = ENV_VARS["region"] + (f" ({FLAGS['region']})" if flag else "")
+    return f" (or {region} for the URLs)"
+
+
 def credentials_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, str]]:
     """The real service's settings from ``AVATARSDK_*`` variables; ``None`` when none is set.
 
@@ -110,23 +128,30 @@ def credentials_from_env(environ: Optional[Mapping[str, str]] = None) -> Optiona
     found = _lookup(SESSION_FIELDS, None, os.environ if environ is None else environ)
     if not found:
         return None
-    missing = [ENV_VARS[name] for name in SESSION_FIELDS if name not in found]
+    missing = _missing(SESSION_FIELDS, found, ())
     if missing:
-        raise ValueError(f"set all of the AVATARSDK_* variables or none; missing: {', '.join(missing)}")
+        names = ", ".join(ENV_VARS[name] for name in missing)
+        raise ValueError(
+            f"set all of the AVATARSDK_* variables or none; missing: {names}{_region_hint(missing, flag=False)}"
+        )
     return found
 
 
-def resolve_credentials(args: argparse.Namespace, fields: Sequence[str], environ: Mapping[str, str]) -> Dict[str, str]:
+def resolve_credentials(
+    args: argparse.Namespace, fields: Sequence[str], environ: Mapping[str, str], optional: Sequence[str] = ()
+) -> Dict[str, str]:
     """Each field from its flag, else its ``AVATARSDK_*`` variable.
 
     Raises:
         UsageError: some are missing (the message names their variables and flags).
     """
     found = _lookup(fields, args, environ)
-    missing = [name for name in fields if name not in found]
+    missing = _missing(fields, found, optional)
     if missing:
         names = ", ".join(f"{ENV_VARS[name]} ({FLAGS[name]})" for name in missing)
-        raise UsageError(f"missing credentials: set {names}, or use --local for the built-in stand-in")
+        raise UsageError(
+            f"missing credentials: set {names}{_region_hint(missing)}, or use --local for the built-in stand-in"
+        )
     return found
 
 
@@ -138,19 +163,21 @@ def _wants_local(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     return environ.get(LOCAL_ENV, "") == "1" and not given_as_flags
 
 
-def credentials(args: argparse.Namespace, fields: Sequence[str], stack: ExitStack) -> Tuple[Dict[str, str], bool]:
-    """The credentials to use and whether they are the stand-in's (started for ``--local``, closed with
-    ``stack``).
+def credentials(
+    args: argparse.Namespace, fields: Sequence[str], stack: ExitStack, optional: Sequence[str] = ()
+) -> Tuple[Dict[str, str], bool]:
+    """The credentials to use (``optional`` ones, and the region, only when set) and whether they are the
+    stand-in's (started for ``--local``, closed with ``stack``).
 
     Raises:
         UsageError: credentials are missing, or the stand-in's extra is not installed.
     """
     environ = dict(os.environ)
     if not _wants_local(args, environ):
-        return resolve_credentials(args, fields, environ), False
+        return resolve_credentials(args, fields, environ, optional), False
     service = stack.enter_context(fake_service())
     given = service.credentials()
-    return {name: given[name] for name in fields}, True
+    return {name: given[name] for name in fields if name in given}, True
 
 
 def fake_service(port: int = 0, console_port: int = 0) -> FakeAvatarService:
@@ -175,7 +202,10 @@ def add_credentials(parser: argparse.ArgumentParser, fields: Sequence[str]) -> N
         "credentials", "each flag overrides its environment variable; --local uses the built-in stand-in instead"
     )
     for name in fields:
-        group.add_argument(FLAGS[name], dest=name, metavar="VALUE", help=f"default: ${ENV_VARS[name]}")
+        text = f"default: ${ENV_VARS[name]}"
+        if name == "region":
+            text = f"{', '.join(REGIONS)} or auto, for both URLs (a URL given wins); {text}"
+        group.add_argument(FLAGS[name], dest=name, metavar="VALUE", help=text)
     group.add_argument(
         "--local",
         action="store_true",

@@ -98,8 +98,13 @@ def run(seconds: float, chunk_ms: int, utterances: int, local: bool, out: TextIO
         else:
             kwargs = dict(creds, expire_at=datetime.now(timezone.utc) + timedelta(minutes=15))
             print("avatarsdk demo: real service (credentials from AVATARSDK_* variables)", file=out)
-        print(f"  console  {kwargs['console_endpoint_url']}", file=out)
-        print(f"  ingress  {kwargs['ingress_endpoint_url']}", file=out)
+        for label, name in (
+            ("region ", "region"),
+            ("console", "console_endpoint_url"),
+            ("ingress", "ingress_endpoint_url"),
+        ):
+            if kwargs.get(name):
+                print(f"  {label}  {kwargs[name]}", file=out)
         return _five_steps(kwargs, seconds, chunk_ms, utterances, out)
 
 

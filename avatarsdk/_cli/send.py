@@ -9,7 +9,6 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, TextIO, Tuple
 from urllib.parse import urlsplit
@@ -171,7 +170,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     with ExitStack() as stack:
         found, local = credentials(args, SESSION_FIELDS, stack)
-        where = "built-in stand-in service" if local else urlsplit(found["ingress_endpoint_url"]).netloc
+        ingress = found.get("ingress_endpoint_url")
+        where = urlsplit(ingress).netloc if ingress else f"region {found.get('region')}"
+        where = "built-in stand-in service" if local else where
         say(out, f"avatarsdk send: {len(requests)} file(s) to {where}")
         status, failure = _send_all(args, found, requests, out)
     _print_table(requests, out)
@@ -236,9 +237,9 @@ def _send_all(
             avatar_id=found["avatar_id"],
             api_key=found["api_key"],
             app_id=found["app_id"],
-            console_endpoint_url=found["console_endpoint_url"],
-            ingress_endpoint_url=found["ingress_endpoint_url"],
-            expire_at=datetime.now(timezone.utc) + timedelta(hours=1),
+            console_endpoint_url=found.get("console_endpoint_url", ""),
+            ingress_endpoint_url=found.get("ingress_endpoint_url", ""),
+            region=found.get("region"),
             sample_rate=args.sample_rate,
             on_error=errors,
         )

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
-from typing import TextIO
+from typing import Dict, TextIO, Tuple
 from urllib.parse import urlsplit
 
 from .. import AvatarSDKError
+from .._bootstrap import auto_region, region_endpoints
 from .._token import request_session_token
 from .._validation import check_text, check_url
+from ..regions import AUTO_REGION, default_bootstrap_url, endpoints_for
 from .common import (
     EXIT_OK,
     EXIT_SERVICE,
@@ -31,15 +33,22 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not 0 < args.expires_in <= MAX_EXPIRES_IN:
         raise UsageError(f"--expires-in: expected 1 to {MAX_EXPIRES_IN} seconds (24 h), got {args.expires_in}")
     with ExitStack() as stack:
-        found, _ = credentials(args, TOKEN_FIELDS, stack)
+        found, _ = credentials(args, TOKEN_FIELDS, stack, optional=("app_id",))
         try:
-            console = check_url("console_endpoint_url", found["console_endpoint_url"], ("http", "https"))
+            console, route = _console(found)
             api_key = check_text("api_key", found["api_key"], secret=True, header=True)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from exc
         expire_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=args.expires_in)
         try:
-            token = request_session_token(console, api_key=api_key, expire_at=expire_at, timeout=(5.0, 15.0))
+            token = request_session_token(
+                console,
+                api_key=api_key,
+                app_id=found.get("app_id"),
+                route=route,
+                expire_at=expire_at,
+                timeout=(5.0, 15.0),
+            )
         except AvatarSDKError as exc:
             say(err, error_line(exc))
             return EXIT_SERVICE
@@ -50,6 +59,20 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         token if args.show else "(the token is not shown; --show prints it)",
     )
     return EXIT_OK
+
+
+def _console(found: Dict[str, str]) -> Tuple[str, str]:
+    """The console URL given (its route ``"console"``), else the region's and its route."""
+    if "console_endpoint_url" in found:
+        return check_url("console_endpoint_url", found["console_endpoint_url"], ("http", "https")), "console"
+    region = found["region"]
+    if region != AUTO_REGION:
+        endpoints = endpoints_for(region)
+    elif "app_id" not in found:
+        raise ValueError("--region auto: the bootstrap call needs the app id (--app-id / AVATARSDK_APP_ID)")
+    else:
+        endpoints = region_endpoints(auto_region(found["app_id"], url=default_bootstrap_url()))
+    return endpoints.console_endpoint_url, endpoints.token_route
 
 
 NAME = "token"

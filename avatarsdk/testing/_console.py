@@ -1,7 +1,10 @@
-"""The stand-in's console API: the token call (``POST /session-tokens``) over HTTP on 127.0.0.1.
+"""The stand-in's console API over HTTP on 127.0.0.1: the token call on each of its routes
+(``POST /session-tokens``, ``/v1/console/session-tokens``, ``/v1/auth/session-token``), and the bootstrap call
+of ``region="auto"`` (``POST /bootstrap``).
 
 It owns the HTTP server and the token call's rules: the API key, ``expireAt`` within 24 hours, the scripted
-replies first. The tokens it issues go into the shared state, where the ingress checks them.
+replies first, the answer's shape (``token_key``, ``token_in_data``). The tokens it issues go into the shared
+state, where the ingress checks them.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import time
 from typing import Any, Dict, Tuple
 from urllib.parse import urlsplit
 
-from ._scripts import TokenRequest, body_bytes, jsonapi_error
+from ._scripts import TokenReply, TokenRequest, body_bytes, jsonapi_error
 from ._state import ServiceState
 
 logger = logging.getLogger(__name__)
 
 Answer = Tuple[int, bytes, Dict[str, str], float]  # status, body, headers, delay in seconds
+AUTH_ROUTE = "/v1/auth/session-token"  # the SpatialReal-branded API's, answered with "session_token"
+TOKEN_PATHS = frozenset({"/session-tokens", "/v1/console/session-tokens", AUTH_ROUTE})
+BOOTSTRAP_PATH = "/bootstrap"
 
 
 class Console:
@@ -42,16 +48,15 @@ class Console:
         self.server.shutdown()
         self.server.server_close()
 
-    def token_call(self, headers: Dict[str, str], body: bytes) -> Answer:
+    def token_call(self, headers: Dict[str, str], body: bytes, path: str = "/session-tokens") -> Answer:
         """Record a token call and answer it: the next scripted reply, else as the service would."""
         service = self.service
         with service._lock:
-            service.token_requests.append(TokenRequest(headers, body))
+            service.token_requests.append(TokenRequest(headers, body, path))
             scripted = service._token_replies.pop(0) if service._token_replies else None
             service._lock.notify_all()
         if scripted is not None:
-            data, ctype = body_bytes(scripted.body)
-            return scripted.status, data, {"Content-Type": ctype, **scripted.headers}, scripted.delay
+            return _scripted(scripted)
         if headers.get("x-api-key") != service.api_key:
             return _json(401, jsonapi_error(401, "UNAUTHENTICATED", "Unauthorized", "invalid api key"))
         try:
@@ -67,7 +72,25 @@ class Console:
             service._counter += 1
             token = f"fake-token-{service._counter}-{int(now * 1000) % 100000:05d}"
             service._tokens[token] = {"expire_at": expire_at, "used": False}
-        return _json(200, {"sessionToken": token})
+        key = service.token_key or ("session_token" if path == AUTH_ROUTE else "sessionToken")
+        return _json(200, {"data": {key: token}} if service.token_in_data else {key: token})
+
+    def bootstrap_call(self, headers: Dict[str, str], body: bytes) -> Answer:
+        """Record a bootstrap call and answer it: the next scripted reply, else ``bootstrap_region``."""
+        service = self.service
+        with service._lock:
+            service.bootstrap_requests.append(TokenRequest(headers, body, BOOTSTRAP_PATH))
+            scripted = service._bootstrap_replies.pop(0) if service._bootstrap_replies else None
+            region = service.bootstrap_region
+            service._lock.notify_all()
+        if scripted is not None:
+            return _scripted(scripted)
+        return _json(200, {"region": {"current": region}})
+
+
+def _scripted(reply: TokenReply) -> Answer:
+    data, ctype = body_bytes(reply.body)
+    return reply.status, data, {"Content-Type": ctype, **reply.headers}, reply.delay
 
 
 def _json(status: int, document: Dict[str, Any]) -> Answer:
@@ -90,11 +113,15 @@ def _handler(console: Console) -> type:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if urlsplit(self.path).path != "/session-tokens":
+            path = urlsplit(self.path).path
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if path in TOKEN_PATHS:
+                status, data, extra, delay = console.token_call(headers, body, path)
+            elif path == BOOTSTRAP_PATH:
+                status, data, extra, delay = console.bootstrap_call(headers, body)
+            else:
                 self._send(404, b"404 page not found", {"Content-Type": "text/plain"})
                 return
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, data, extra, delay = console.token_call(headers, body)
             if delay and console.service._stopping.wait(delay):
                 return
             self._send(status, data, extra)

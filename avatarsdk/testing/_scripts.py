@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 @dataclass
 class TokenReply:
-    """A scripted answer to one token call: ``status`` and ``body`` (bytes, text, or JSON-able)."""
+    """A scripted answer to one token call (or bootstrap call): ``status`` and ``body`` (bytes, text, or
+    JSON-able)."""
 
     status: int = 200
     body: Union[bytes, str, Dict[str, Any], List[Any], None] = None
@@ -85,10 +86,11 @@ HandshakeReply = Union[Confirm, HandshakeError, HandshakeClose, HandshakeRaw, Ha
 
 @dataclass
 class TokenRequest:
-    """A token call as the fake received it."""
+    """A token call (or bootstrap call) as the fake received it: headers (lower-case names), body, and path."""
 
     headers: Dict[str, str]
     body: bytes
+    path: str = "/session-tokens"
 
     @property
     def json(self) -> Any:

@@ -27,6 +27,11 @@ class FakeAvatarService(ServiceState):
     each request with animation frames once its ``end=True`` chunk arrives (one frame per 40 ms of audio,
     or ``frames_per_request``). Everything can be scripted per test, and everything received is recorded.
 
+    The console answers every token route (``/session-tokens``, ``/v1/console/session-tokens``,
+    ``/v1/auth/session-token``; the token under ``token_key``, inside ``data`` with ``token_in_data``) and the
+    bootstrap call of ``region="auto"`` at :attr:`bootstrap_url` (naming ``bootstrap_region``, or as
+    :meth:`script_bootstrap` says); ``token_requests`` and ``bootstrap_requests`` record their calls.
+
     Example::
 
         with FakeAvatarService() as service:
@@ -103,6 +108,11 @@ class FakeAvatarService(ServiceState):
     def _scheme(self) -> str:
         return "https" if self.ssl_context is not None else "http"
 
+    @property
+    def bootstrap_url(self) -> str:
+        """URL of the stand-in's bootstrap call (``region="auto"``), on the console's port."""
+        return self.console_url + "/bootstrap"
+
     def credentials(self) -> Dict[str, str]:
         """``avatar_id``, ``api_key``, ``app_id`` and the two endpoint URLs of this service."""
         return {
@@ -126,6 +136,11 @@ class FakeAvatarService(ServiceState):
         """Answer the next token call with ``reply`` (replies queue up, first in first out)."""
         with self._lock:
             self._token_replies.append(reply)
+
+    def script_bootstrap(self, reply: TokenReply) -> None:
+        """Answer the next bootstrap call with ``reply`` instead of ``bootstrap_region`` (replies queue up)."""
+        with self._lock:
+            self._bootstrap_replies.append(reply)
 
     def reject_upgrade(self, status: int, body: Union[bytes, str, Dict[str, Any], None] = None) -> None:
         """Reject the next WebSocket upgrade with an HTTP ``status`` and ``body``."""

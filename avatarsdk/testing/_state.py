@@ -37,6 +37,9 @@ class ServiceState:
         console_port: int = 0,
         capabilities: Tuple[str, ...] = (),
         ssl_context: Optional[ssl.SSLContext] = None,
+        token_key: Optional[str] = None,
+        token_in_data: bool = False,
+        bootstrap_region: str = "us-west",
     ) -> None:
         self.api_key = api_key
         self.app_id = app_id
@@ -50,10 +53,17 @@ class ServiceState:
         self.ssl_context = ssl_context  # serve both endpoints over TLS (https:// URLs) with this server context
         self.port = port  # the ingress's; 0 picks a free one
         self.console_port = console_port
+        # The token's key in a token call's answer (None: "sessionToken", or "session_token" on the SpatialReal
+        # route /v1/auth/session-token), and whether it sits inside a "data" object.
+        self.token_key = token_key
+        self.token_in_data = token_in_data
+        self.bootstrap_region = bootstrap_region  # what POST /bootstrap names as region.current
         self.token_requests: List[TokenRequest] = []
+        self.bootstrap_requests: List[TokenRequest] = []
         self.connections: List[FakeConnection] = []
         self.upgrade_attempts = 0
         self._token_replies: List[TokenReply] = []
+        self._bootstrap_replies: List[TokenReply] = []
         self._rejections: List[UpgradeRejection] = []
         self._handshakes: List[HandshakeReply] = []
         self._tokens: Dict[str, Dict[str, Any]] = {}  # token -> {"expire_at": unix seconds, "used": bool}

@@ -5,6 +5,7 @@
     python samples/django_relay/manage.py runserver 127.0.0.1:8000 --local    # the same (--local sets it)
     python samples/django_relay/manage.py runserver 127.0.0.1:8000            # real service: set
         AVATARSDK_API_KEY, AVATARSDK_APP_ID, AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL, AVATARSDK_INGRESS_URL
+        (or AVATARSDK_REGION, or --region us-west, instead of the two URLs)
 
 then open http://127.0.0.1:8000/ and press Speak. The app ``relay`` creates one SessionPool in
 ``RelayConfig.ready()`` (relay/apps.py); its views (relay/views.py) answer ``POST /speak`` with a
@@ -31,6 +32,10 @@ def main() -> None:
     if "--local" in sys.argv[2:]:  # the samples' switch for the built-in stand-in; not a Django option
         sys.argv.remove("--local")
         os.environ["AVATARSDK_LOCAL"] = "1"
+    if "--region" in sys.argv[2:-1]:  # the samples' region flag, likewise (sets AVATARSDK_REGION)
+        at = sys.argv.index("--region", 2)
+        os.environ["AVATARSDK_REGION"] = sys.argv[at + 1]
+        del sys.argv[at : at + 2]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relay_site.settings")
     signal.signal(signal.SIGTERM, stop)
     from django.core.management import execute_from_command_line  # noqa: PLC0415 - after the settings variable

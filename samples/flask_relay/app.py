@@ -3,6 +3,7 @@
     python samples/flask_relay/app.py --local --port 8000     # built-in stand-in (AVATARSDK_LOCAL=1 works too)
     python samples/flask_relay/app.py --port 8000             # real service: set AVATARSDK_API_KEY,
         AVATARSDK_APP_ID, AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL and AVATARSDK_INGRESS_URL
+        (or --region us-west / AVATARSDK_REGION instead of the two URLs)
 
 then open http://127.0.0.1:8000/ and press Speak. One SessionPool serves every request thread: each request
 borrows a started session, streams its utterance, and forwards the frames as they arrive.
@@ -45,6 +46,7 @@ from relaying import (
     EventStream,
     make_pool,
     pool_stats,
+    service_name,
     speech_like_clip,
     stand_in_record,
     utterance,
@@ -121,6 +123,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000; 0: a free one)")
     parser.add_argument("--max-size", type=int, default=4, help="the pool's max_size (4)")
     parser.add_argument("--min-idle", type=int, default=1, help="sessions kept started and idle (1)")
+    parser.add_argument("--region", help="us-west, ap-northeast, cn-beijing, spatialreal or auto, for the URLs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the SDK's debug log")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -128,9 +131,12 @@ def main() -> int:
         logging.getLogger("avatarsdk").setLevel(logging.DEBUG)
     local = args.local or os.environ.get("AVATARSDK_LOCAL") == "1"
     try:
-        pool, service = make_pool(local, max_size=args.max_size, min_idle=args.min_idle)
+        pool, service = make_pool(local, max_size=args.max_size, min_idle=args.min_idle, region=args.region)
     except KeyError as exc:
         print(f"error: set {exc.args[0]} (or use --local)", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         server = make_server(args.host, args.port, create_app(pool, service), threaded=True)
@@ -139,7 +145,7 @@ def main() -> int:
             raise KeyboardInterrupt  # SIGTERM ends serve_forever() as Ctrl-C does
 
         signal.signal(signal.SIGTERM, stop)
-        where = "the built-in stand-in" if service is not None else os.environ["AVATARSDK_INGRESS_URL"]
+        where = service_name(service, args.region)
         print(f"relay: http://{args.host}:{server.server_port}/ (avatar service: {where})", flush=True)
         try:
             server.serve_forever()

@@ -66,27 +66,36 @@ CREDENTIALS = {  # SessionPool keyword: environment variable
     "console_endpoint_url": "AVATARSDK_CONSOLE_URL",
     "ingress_endpoint_url": "AVATARSDK_INGRESS_URL",
 }
+REGION_VARIABLE = "AVATARSDK_REGION"  # a region (us-west, ap-northeast, cn-beijing, spatialreal, auto) for the URLs
 
 
-def make_pool(local: bool, *, max_size: int = 4, min_idle: int = 1) -> Tuple[SessionPool, Optional[FakeAvatarService]]:
+def make_pool(
+    local: bool, *, max_size: int = 4, min_idle: int = 1, region: Optional[str] = None
+) -> Tuple[SessionPool, Optional[FakeAvatarService]]:
     """The pool, against the built-in stand-in (``local``: started here, 25 frames a second like the
-    service) or the service the ``AVATARSDK_*`` variables name.
+    service) or the service the ``AVATARSDK_*`` variables name; ``region`` (default: ``AVATARSDK_REGION``)
+    gives the URLs whose variables are not set.
 
     Raises:
         KeyError: credential variables are not set (the message lists them).
+        ValueError: an unknown region (the message lists the known ones).
     """
     service = None
+    region = region or os.environ.get(REGION_VARIABLE) or None
     if local:
         from avatarsdk.testing import FakeAvatarService  # noqa: PLC0415 - the "testing" extra, for local runs only
 
         service = FakeAvatarService(frame_interval=FRAME_MS / 1000).start()
         settings = service.credentials()
+        region = None
     else:
-        missing = [var for var in CREDENTIALS.values() if not os.environ.get(var)]
+        needed = [var for var in CREDENTIALS.values() if not (region and var.endswith("_URL"))]
+        missing = [var for var in needed if not os.environ.get(var)]
         if missing:
-            raise KeyError(", ".join(missing))
-        settings = {name: os.environ[var] for name, var in CREDENTIALS.items()}
+            raise KeyError(", ".join(missing) + ("" if region else f" (or {REGION_VARIABLE} for the URLs)"))
+        settings = {name: os.environ[var] for name, var in CREDENTIALS.items() if os.environ.get(var)}
     pool = SessionPool(
+        region=region,
         **settings,
         max_size=max_size,
         min_idle=min_idle,
@@ -95,6 +104,14 @@ def make_pool(local: bool, *, max_size: int = 4, min_idle: int = 1) -> Tuple[Ses
         on_error=lambda err: logger.warning("avatar session: %s", err),
     )
     return pool, service
+
+
+def service_name(service: Optional[FakeAvatarService], region: Optional[str] = None) -> str:
+    """Which avatar service the pool uses, for the start-up line."""
+    if service is not None:
+        return "the built-in stand-in"
+    region = region or os.environ.get(REGION_VARIABLE)
+    return os.environ.get("AVATARSDK_INGRESS_URL") or f"region {region}"
 
 
 def pool_stats(pool: SessionPool, service: Optional[FakeAvatarService]) -> Dict[str, Any]:

@@ -12,7 +12,11 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
-from relaying import make_pool, speech_like_clip  # samples/relay_common (on sys.path: relay_site/settings.py)
+from relaying import (
+    make_pool,
+    service_name,
+    speech_like_clip,
+)  # samples/relay_common (on sys.path: relay_site/settings.py)
 
 if TYPE_CHECKING:
     from avatarsdk import SessionPool
@@ -37,12 +41,14 @@ class RelayConfig(AppConfig):
             )
         except KeyError as exc:
             raise ImproperlyConfigured(f"set {exc.args[0]} (or AVATARSDK_LOCAL=1 for the built-in stand-in)") from exc
+        except ValueError as exc:  # an unknown AVATARSDK_REGION
+            raise ImproperlyConfigured(str(exc)) from exc
         self.clip = speech_like_clip()
         atexit.register(self.close)
         logger.info(
             "relay: pool of up to %d sessions against %s",
             self.pool.max_size,
-            "the built-in stand-in" if local else os.environ["AVATARSDK_INGRESS_URL"],
+            service_name(self.service),
         )
 
     def close(self) -> None:
