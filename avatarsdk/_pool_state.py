@@ -317,7 +317,7 @@ class LendingState(Generic[S]):
         """``entry``'s session ended at ``now``: its connected time is added up (once)."""
         began = self.online.pop(entry, None)
         if began is not None:
-            self.offline_seconds += max(0.0, now - began)
+            self.offline_seconds += now - began
 
     def give_back(self, entry: Entry[S], failure: Optional[str], now: float) -> Tuple[Fate, str]:
         """A borrower returns ``entry`` (``failure``: why it must not be lent again); its fate, and why."""
@@ -366,8 +366,8 @@ class LendingState(Generic[S]):
             if reason is not None:
                 self.idle.remove(entry)
                 self._discard(entry, reason, step.stale)
-        for entry in self._surplus():
-            if now >= self._idle_until(entry):
+        for entry, until in self._expiring():
+            if now >= until:
                 self.idle.remove(entry)
                 self._discard(entry, IDLE, step.stale)
         if step.stale:
@@ -375,7 +375,7 @@ class LendingState(Generic[S]):
         step.wake = min(
             [
                 *(min(entry.refresh_at, entry.retire_at) for entry in self.idle),
-                *(self._idle_until(entry) for entry in self._surplus()),
+                *(until for _, until in self._expiring()),
             ],
             default=math.inf,
         )
@@ -403,15 +403,14 @@ class LendingState(Generic[S]):
         self.starting.add(entry)
         return entry
 
-    def _surplus(self) -> List[Entry[S]]:
-        """The idle entries ``max_idle`` applies to: all but the ``min_idle`` most recently returned."""
-        if self.max_idle is None:
+    def _expiring(self) -> List[Tuple[Entry[S], float]]:
+        """The idle entries ``max_idle`` applies to (all but the ``min_idle`` most recently returned), each with
+        the time it has been idle that long."""
+        max_idle = self.max_idle
+        if max_idle is None:
             return []
-        return list(self.idle)[: max(0, len(self.idle) - self.min_idle)]
-
-    def _idle_until(self, entry: Entry[S]) -> float:
-        """When ``entry``, idle, has been idle ``max_idle`` seconds."""
-        return math.inf if self.max_idle is None else entry.idle_since + self.max_idle
+        surplus = list(self.idle)[: max(0, len(self.idle) - self.min_idle)]
+        return [(entry, entry.idle_since + max_idle) for entry in surplus]
 
     def _discard(self, entry: Entry[S], reason: str, stale: Stale[S]) -> None:
         self._count(reason)

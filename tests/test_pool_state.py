@@ -122,6 +122,7 @@ def test_a_new_entry_is_due_lifetime_less_margin_after_it_is_made() -> None:
     assert made.entries == [entry] and entry.session.number == 1  # made once, for this entry
     assert entry.refresh_at == NOW + LIFETIME - MARGIN == 1090.0
     assert (entry.generation, entry.failure, entry.from_idle) == (7, None, False)
+    assert entry.idle_since == math.inf and entry.retire_at == math.inf  # never idle yet; no max_age
     assert entry.due(1090.0) is True  # exactly at the refresh time
     assert entry.due(1089.999) is False
     assert state.unfit(entry, 1089.999) is None
@@ -677,10 +678,12 @@ def test_connected_seconds_add_up_open_and_ended_entries() -> None:
     state.start_failed(failed)
     state.disconnected(failed, NOW + 12)  # never connected: nothing
     assert state.counts(NOW + 12)["connected_seconds"] == 20.0
+    state.disconnected(b, NOW + 14)
+    assert state.counts(NOW + 100)["connected_seconds"] == 10.0 + 12.0  # both ended: it no longer grows
     state.close()
     late = start(state)
-    assert state.started(late, lend=False, now=NOW + 12) is False  # connected, then closed by its starter
-    assert state.counts(NOW + 13)["connected_seconds"] == 10.0 + 11.0 + 1.0
+    assert state.started(late, lend=False, now=NOW + 100) is False  # connected, then closed by its starter
+    assert state.counts(NOW + 101)["connected_seconds"] == 10.0 + 12.0 + 1.0
 
 
 # ------------------------------------------------------------------------------------------- close

@@ -68,7 +68,7 @@ CREDENTIALS = {  # SessionPool keyword: environment variable
 }
 
 
-def make_pool(local: bool, *, max_size: int = 4, min_idle: int = 1) -> Tuple[SessionPool, Optional[FakeAvatarService]]:
+def make_pool(local: bool, *, max_size: int = 4, min_idle: int = 0) -> Tuple[SessionPool, Optional[FakeAvatarService]]:
     """The pool, against the built-in stand-in (``local``: started here, 25 frames a second like the
     service) or the service the ``AVATARSDK_*`` variables name.
 
