@@ -1,4 +1,5 @@
-"""A pool's arguments, checked once when it is made: its size and token times, and its sessions' template.
+"""A pool's arguments, checked once when it is made: its size, token times and retirement times, and its
+sessions' template.
 
 :class:`PoolConfig` is what every :class:`~avatarsdk._pool_lender.Lender` of a pool is made from (one per
 process: a forked child's pool makes its own from the same config).
@@ -28,6 +29,7 @@ class PoolConfig:
     Attributes:
         max_size, min_idle: As given to the pool.
         lifetime, margin: ``token_lifetime`` and ``refresh_margin``, in seconds.
+        max_idle, max_age: ``max_idle_time`` and ``max_session_age``, in seconds (``None``: no limit).
         template: Every session's configuration (``expire_at``, ``on_error`` and ``on_close`` are set per session).
         options: Every session's options.
         on_error: The pool's ``on_error`` (``None``: none).
@@ -42,6 +44,8 @@ class PoolConfig:
     options: Options
     on_error: Optional[ErrorCallback]
     number: int
+    max_idle: Optional[float] = None
+    max_age: Optional[float] = None
 
 
 def check_limits(max_size: int, min_idle: int, token_lifetime: object, refresh_margin: object) -> Tuple[float, float]:
@@ -62,6 +66,17 @@ def check_limits(max_size: int, min_idle: int, token_lifetime: object, refresh_m
     return lifetime, margin
 
 
+def check_retirement(max_idle_time: object, max_session_age: object) -> Tuple[Optional[float], Optional[float]]:
+    """Check the times after which the pool closes a session; both in seconds, or ``None`` for no limit."""
+    max_idle = None if max_idle_time is None else _seconds("max_idle_time", max_idle_time, " or None")
+    if max_idle is not None and max_idle < 0:
+        raise ValueError(f"max_idle_time: expected 0 or more seconds, or None, got {max_idle_time!r}")
+    max_age = None if max_session_age is None else _seconds("max_session_age", max_session_age, " or None")
+    if max_age is not None and max_age <= 0:
+        raise ValueError(f"max_session_age: expected more than 0 seconds, or None, got {max_session_age!r}")
+    return max_idle, max_age
+
+
 def session_template(config: SessionConfig) -> SessionConfig:
     """The sessions' configuration checked once, with its warnings (no I/O); a copy, so that later changes to
     the caller's objects do not reach it."""
@@ -74,9 +89,9 @@ def session_template(config: SessionConfig) -> SessionConfig:
     return template
 
 
-def _seconds(field: str, value: object) -> float:
+def _seconds(field: str, value: object, alternative: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{field}: expected seconds as a number, got {type(value).__name__}")
+        raise TypeError(f"{field}: expected seconds as a number{alternative}, got {type(value).__name__}")
     if not math.isfinite(value):
         raise ValueError(f"{field}: expected a finite number of seconds, got {value!r}")
     return float(value)

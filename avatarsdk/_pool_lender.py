@@ -3,8 +3,10 @@
 A :class:`Lender` carries out what its :class:`~avatarsdk._pool_state.LendingState` decides. It owns the
 pool's condition, the state it guards, and the :class:`~avatarsdk._pool_maintainer.Maintainer`. Under the
 condition it asks the state, makes sessions from the template (no I/O) and waits for a borrower's turn; outside
-it, it starts, interrupts and closes sessions. The sessions' ``on_close`` and ``on_error`` come here and become
-facts for the state. A pool used in a forked child makes a new lender (the parent's lock may have been held at
+it, it starts, interrupts and closes sessions. A start the service refuses for its concurrency limit is
+back-pressure, not a borrower's error: the borrower waits again, first in line, for a returned session or the
+end of the pause the state sets. The sessions' ``on_close`` and ``on_error`` come here and become facts for the
+state. A pool used in a forked child makes a new lender (the parent's lock may have been held at
 the fork); sessions of another process generation are only closed.
 """
 
@@ -13,17 +15,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Optional
+from typing import NamedTuple, Optional
 
 from ._deadline import Deadline
 from ._dispatch import safe_call
 from ._fork import process_generation
 from ._pool_config import PoolConfig
-from ._pool_maintainer import Maintainer
+from ._pool_maintainer import Maintainer, refusal_of
 from ._pool_state import ENDED, Entry, Fate, LendingState, Stale
+from ._pool_types import timeout_error
 from .avatar_session import AvatarSession
 from .errors import AvatarSDKError
 
@@ -32,20 +36,24 @@ logger = logging.getLogger("avatarsdk.pool")  # the pool's records, whichever of
 PooledSession = Entry[AvatarSession]
 
 
+class Refused(NamedTuple):
+    """A borrower's start the service refused for its concurrency limit: the borrower's new place in the queue,
+    and the refusal."""
+
+    ticket: object
+    error: AvatarSDKError
+
+
 class Lender:
     """The sessions of one pool in one process generation.
 
     Args:
         config: The pool's settings.
-        timeout_error: Makes the error of a borrow that gives up (the pool's ``PoolTimeoutError``).
         closed: The pool is closed already (a lender made in a forked child).
     """
 
-    def __init__(
-        self, config: PoolConfig, timeout_error: Callable[[str], AvatarSDKError], *, closed: bool = False
-    ) -> None:
+    def __init__(self, config: PoolConfig, *, closed: bool = False) -> None:
         self.config = config
-        self._timeout_error = timeout_error
         self._number = config.number
         self.cond = threading.Condition(threading.Lock())  # guards the state; no I/O or user code under it
         self.state: LendingState[AvatarSession] = LendingState(
@@ -56,7 +64,10 @@ class Lender:
             generation=process_generation(),
             make=self._new_session,
             closed=closed,
+            max_idle=config.max_idle,
+            max_age=config.max_age,
         )
+        self._refusal: Optional[AvatarSDKError] = None  # the latest refusal for the concurrency limit
         self.maintainer = Maintainer(
             self.cond,
             self.state,
@@ -78,25 +89,25 @@ class Lender:
         """Lend an idle healthy session, or start one in this thread, or wait until ``deadline`` (``limit``
         seconds from the borrow: named in the timeout's message). Waiting borrowers are served first come, first
         served: one that arrives while others wait queues behind them instead of taking the next returned
-        session."""
+        session. A start the service refuses for its concurrency limit puts the borrower back first in line."""
         state = self.state
         ticket: Optional[object] = None  # this borrower's place in the queue, once it waits
+        refusal: Optional[AvatarSDKError] = None  # the last refusal of this borrower's own start
         try:
             while True:
                 with self.cond:
                     while True:
                         if state.closed:
                             raise ValueError(f"{op}(): the pool is closed")
-                        step = state.borrow(ticket, time.monotonic())
+                        now = time.monotonic()
+                        # A borrower refused before starts again only within its time.
+                        step = state.borrow(ticket, now, may_start=refusal is None or not deadline.passed())
                         if step.stale or step.lent is not None or step.start is not None:
                             break
                         ticket = state.queue(ticket)
                         if deadline.passed():
-                            raise self._timeout_error(
-                                f"{op}(): no session available within {limit:g}s: all {state.max_size} sessions"
-                                f" (max_size) are in use ({state.timed_out()})"
-                            )
-                        self.cond.wait(deadline.remaining())
+                            raise self._gave_up(op, limit, refusal)
+                        self.cond.wait(_until(deadline, step.wake - now))
                     if step.lent is not None or step.start is not None:
                         ticket = None  # served, and out of the queue: the next in line may find a session too
                         self.cond.notify_all()  # (and the maintenance thread: fewer idle than before)
@@ -105,32 +116,67 @@ class Lender:
                     logger.debug("pool #%d: lent session %s", self._number, step.lent.session.connection_id)
                     return step.lent
                 if step.start is not None:
-                    self.start(step.start, lend=True)
-                    return step.start
-                # Only unfit idle sessions were found; they are closed now: look again.
+                    outcome = self.start(step.start, lend=True)
+                    if outcome is None:
+                        return step.start
+                    ticket, refusal = outcome
+                # Only unfit idle sessions were found (closed now), or the start was refused: look again.
         finally:
             if ticket is not None:  # leaving the queue without a session (timeout, closed pool, interrupt)
                 with self.cond:
                     state.leave(ticket)
                     self.cond.notify_all()
 
-    def start(self, entry: PooledSession, *, lend: bool) -> None:
-        """Start ``entry`` (outside the lock), then lend it or put it in the idle set."""
+    def _gave_up(self, op: str, limit: Optional[float], refusal: Optional[AvatarSDKError]) -> AvatarSDKError:
+        """The error of a borrower that waited ``limit`` seconds in vain (called with the lock held)."""
+        state = self.state
+        cause = refusal or (self._refusal if state.refusals else None)
+        held = state.timed_out()
+        if cause is None:
+            why = f"all {state.max_size} sessions (max_size) are in use ({held})"
+        else:
+            why = (
+                f"the service refused new sessions for its concurrency limit ({cause.code.value}; the plan's"
+                f" concurrent sessions are in use; {state.refused} refusals so far; {held})"
+            )
+        err = timeout_error(f"{op}(): no session available within {limit:g}s: {why}", cause)
+        err.__cause__ = cause
+        return err
+
+    def start(self, entry: PooledSession, *, lend: bool) -> Optional[Refused]:
+        """Start ``entry`` (outside the lock), then lend it or put it in the idle set; ``None``. A borrower's start
+        (``lend``) the service refuses for its concurrency limit returns the refusal and the borrower's new place
+        in the queue instead of raising (the maintenance thread's raises)."""
         session = entry.session
         try:
             session.init()
             session.start()
         except BaseException as exc:
+            refusal = refusal_of(exc)
             with self.cond:
-                self.state.start_failed(entry)
+                ticket = None
+                if refusal is not None and not self.state.closed:
+                    self._refusal = refusal
+                    ticket = self.state.start_refused(entry, time.monotonic(), requeue=lend)
+                else:
+                    self.state.start_failed(entry)
                 closed = self.state.closed
+                wait = self.state.hold_until - time.monotonic()
                 self.cond.notify_all()
             session.close()
             if closed and isinstance(exc, (ValueError, AvatarSDKError)):
                 raise ValueError("the pool was closed while a session was starting") from exc
+            if ticket is not None and refusal is not None:
+                logger.debug(
+                    "pool #%d: the service refused a new session (%s); waiting for one (new starts in %.2fs)",
+                    self._number,
+                    refusal,
+                    wait,
+                )
+                return Refused(ticket, refusal)
             raise
         with self.cond:
-            kept = self.state.started(entry, lend=lend)
+            kept = self.state.started(entry, lend=lend, now=time.monotonic())
             self.cond.notify_all()  # waiting borrowers, the maintenance thread, or close()
         if not kept:
             session.close()
@@ -138,6 +184,7 @@ class Lender:
         logger.debug(
             "pool #%d: started session %s (%s)", self._number, session.connection_id, "lent" if lend else "idle"
         )
+        return None
 
     def release(self, entry: PooledSession, failure: Optional[str] = None) -> None:
         """Take back a lent session: keep it idle if it may be lent again, otherwise close it."""
@@ -222,8 +269,10 @@ class Lender:
         return AvatarSession._create(config, self.config.options)
 
     def _session_ended(self, entry: PooledSession) -> None:
-        """A session's ``on_close`` (its dispatcher thread): an idle one is dropped at once."""
+        """A session's ``on_close`` (its dispatcher thread): its connected time ends; an idle one is dropped at
+        once."""
         with self.cond:
+            self.state.disconnected(entry, time.monotonic())
             dropped = self.state.spoiled(entry, ENDED, ended=True)
             if dropped:
                 self.cond.notify_all()
@@ -243,3 +292,11 @@ class Lender:
         if dropped:
             self.dispose([(entry, entry.failure or "")])
         safe_call("on_error", self.config.on_error, error)
+
+
+def _until(deadline: Deadline, wake: float) -> Optional[float]:
+    """The wait for the sooner of ``deadline`` and ``wake`` seconds (``inf``: none); ``None``: no limit."""
+    left = deadline.remaining()
+    if left is None:
+        return None if math.isinf(wake) else wake
+    return min(left, wake)

@@ -1,10 +1,12 @@
 """The pool's maintenance thread ``avatarsdk-pool-N``: it closes idle sessions that may not be lent any more
-(due for a new token, failed, ended) and keeps ``min_idle`` sessions warm, one start at a time.
+(due for a new token, near ``max_session_age``, failed, ended) or have been idle ``max_idle_time``, and keeps
+``min_idle`` sessions warm, one start at a time.
 
 :class:`Maintainer` owns the thread and its backoff after failed starts (``_START_BACKOFF``). It decides nothing
 itself: under the pool's condition it asks the pool's :class:`~avatarsdk._pool_state.LendingState` what to do
-(:meth:`~avatarsdk._pool_state.LendingState.upkeep`) and sleeps on the condition until the next refresh time,
-the end of its backoff or a change; outside it, it calls back the pool to start and to close sessions.
+(:meth:`~avatarsdk._pool_state.LendingState.upkeep`) and sleeps on the condition until the next time an idle
+session is due to go, the end of its backoff or a change; outside it, it calls back the pool to start and to
+close sessions.
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ from typing import Callable, Generic, Optional
 from ._backoff import Backoff
 from ._dispatch import safe_call
 from ._pool_state import Entry, LendingState, S, Stale, Step
-from .errors import AvatarSDKError
+from .errors import AvatarSDKError, AvatarSDKErrorCode
 
 logger = logging.getLogger("avatarsdk.pool")  # the pool's records, whichever of its modules writes them
 
 # The pause after failed starts: 1 s, doubling to at most 30 s, without limit.
 _START_BACKOFF = Backoff(initial=1.0, cap=30.0, multiplier=2.0, jitter=0.0)
+
+
+def refusal_of(exc: BaseException) -> Optional[AvatarSDKError]:
+    """``exc`` if it is the service's refusal of a new session for its concurrency limit (HTTP 429 on the token
+    call or the upgrade, or ServerError and close 4003 in the handshake), else ``None``."""
+    if isinstance(exc, AvatarSDKError) and exc.code is AvatarSDKErrorCode.concurrencyLimit:
+        return exc
+    return None
 
 
 class Maintainer(Generic[S]):
@@ -33,6 +43,8 @@ class Maintainer(Generic[S]):
         cond: The pool's condition; it guards ``state``.
         state: The pool's lending state.
         start: Starts an entry's session and puts it in the idle set (outside the lock); raises if it fails.
+            (A refusal for the service's concurrency limit is not given to ``on_error``: it is back-pressure,
+            and the state pauses new starts.)
         dispose: Closes sessions taken out of the idle set (outside the lock).
         on_error: The pool's ``on_error`` (``None``: none), for the errors of failed starts.
         number: The pool's number, for the thread's name and the log.
@@ -43,7 +55,7 @@ class Maintainer(Generic[S]):
         cond: threading.Condition,
         state: LendingState[S],
         *,
-        start: Callable[[Entry[S]], None],
+        start: Callable[[Entry[S]], object],
         dispose: Callable[[Stale[S]], None],
         on_error: Optional[Callable[[AvatarSDKError], None]],
         number: int,
@@ -100,21 +112,29 @@ class Maintainer(Generic[S]):
                 failures += 1
                 backoff = _START_BACKOFF.delay(failures)
                 retry_at = time.monotonic() + backoff
+                if refusal_of(exc) is not None:
+                    logger.info(
+                        "pool #%d: the service refused a warm session (%s); next try in %gs", self._number, exc, backoff
+                    )
+                    continue
                 logger.warning(
                     "pool #%d: starting a warm session failed (%s); next try in %gs", self._number, exc, backoff
                 )
                 if isinstance(exc, AvatarSDKError):
                     safe_call("on_error", self._on_error, exc)
                 continue
-            if warm.due(time.monotonic()):
-                # Sessions are due for a new token as soon as they start: do not replace them in a loop.
+            now = time.monotonic()
+            if warm.due(now) or warm.aged(now):
+                # Sessions are unfit to lend as soon as they start: do not replace them in a loop.
                 failures += 1
-                retry_at = time.monotonic() + _START_BACKOFF.delay(failures)
+                retry_at = now + _START_BACKOFF.delay(failures)
                 logger.warning(
-                    "pool #%d: a new session is already due for refresh (token_lifetime %gs, refresh_margin %gs)",
+                    "pool #%d: a new session is already due for replacement (token_lifetime %gs, refresh_margin %gs,"
+                    " max_session_age %s)",
                     self._number,
                     self._state.lifetime,
                     self._state.margin,
+                    self._state.max_age,
                 )
             else:
                 failures = 0

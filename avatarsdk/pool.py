@@ -1,81 +1,64 @@
 """SessionPool: started sessions shared by the worker threads of a threaded WSGI server.
 
 A relay backend (gunicorn ``gthread``, waitress, mod_wsgi, Django's runserver) sends each utterance on a
-session that is already started, so no request pays for the token call, the connect and the handshake::
-
-    pool = SessionPool(avatar_id=..., api_key=..., app_id=..., console_endpoint_url=...,
-                       ingress_endpoint_url=..., max_size=8, min_idle=2)
-
-    with pool.session(timeout=5) as session:          # one utterance at a time per session
-        frames = session.collect(pcm)
-
-    @app.post("/speak")                                # Flask: the frames stream into the response
-    def speak():
-        frames = pool.stream(request.get_data(), frame_timeout=5)
-        response = Response((f.data for f in frames), mimetype="application/octet-stream")
-        response.call_on_close(frames.close)  # the client left: the session comes back at once
+session that is already started (``pool.session()``, ``pool.stream()``), so no request pays for the token
+call, the connect and the handshake. README.md's "Session pool" says how to use it.
 
 How it works, and why:
 
+- **Cost.** The service bills every connected second of every session (1 credit per started 6 s) and counts
+  each against the plan's concurrent sessions, lent or idle. So an idle session is closed ``max_idle_time``
+  after it was returned, except the ``min_idle`` most recently returned (kept around the clock: 600 credits an
+  hour each), and every session is retired before ``max_session_age``, below the plan's session length, so
+  that the service never cuts one mid-utterance (close 4002): from ``AGE_MARGIN`` (60 s) before that age it
+  is no longer lent; an idle one is closed then, a lent one when it is returned. ``stats()`` adds up the
+  connected time.
 - **Where sessions are made.** A borrower that finds no idle session while the pool holds fewer than
-  ``max_size`` sessions creates one itself (``init()`` + ``start()``), in its own thread and outside the
-  pool's lock, so a slow start delays only that borrower. If the start fails, its error is raised to that
-  borrower and the slot is freed. The maintenance thread (below) makes the warm ones. Sessions being started
-  or being closed count against ``max_size``, so the service never sees more than ``max_size`` connections
-  from one pool (its concurrency limit is per account).
-- **Waiting.** A borrower that finds every slot taken waits on the pool's condition (no polling) until a
-  session is returned or a slot frees, at most its timeout (:class:`PoolTimeoutError`). Waiting borrowers
-  are served first come, first served; one arriving while others wait queues behind them.
-- **LIFO.** Idle sessions are lent most recently returned first. Under light load a few sessions stay hot
-  (their sockets are the ones most recently seen working) and the surplus after a burst stays idle until
-  its refresh time, when it is closed and not replaced (unless ``min_idle`` asks for it): the pool shrinks
-  back to what the load needs. FIFO would keep every session busy in turn and never let the pool shrink.
-- **Health.** A session is never lent when it has ended (``closed``: the server or the network ended it),
-  when it reported an error to ``on_error`` (the pool wraps each session's ``on_close`` and ``on_error``;
-  even an error the session survives makes it suspect, and a new session costs one round trip set), when
-  its borrower's ``with`` block raised an :class:`~avatarsdk.AvatarSDKError`, or when its token is within
-  ``refresh_margin`` of expiring. An idle session the server closes is removed at once (its ``on_close``
-  tells the pool). Such sessions are counted in ``stats().discarded``.
-- **Refresh.** Each session asks for a token valid ``token_lifetime`` seconds. ``refresh_margin`` seconds
-  before that, an idle session is closed by the maintenance thread (and replaced if ``min_idle`` asks for
-  it); a lent session is never interrupted: it is replaced when it is returned. The service counts the
-  expiry in whole seconds (the token call sends an integer), so keep ``refresh_margin`` above a second
-  plus the time a session needs to start.
-- **Maintenance thread** ``avatarsdk-pool-N``: it starts when there is work for it (at creation when
-  ``min_idle > 0``, otherwise when a session first goes idle) and runs until ``close()``, asleep on the
-  pool's condition until the next refresh time or until something changes: no polling. It keeps
-  ``min_idle`` sessions idle (within ``max_size``), one start at a time, backing off (1 s doubling to 30 s)
-  after a failed start, whose error also goes to ``on_error``.
-  ``close()`` joins it.
-- **Returning.** A request the borrower left open (audio sent without ``end=True``, seen in the session's
-  ``current_req_id``) is interrupted before the session goes back idle.
+  ``max_size`` starts one itself, in its own thread and outside the pool's lock, so a slow start delays only
+  that borrower; a failed start raises to it and frees the slot. Sessions being started or closed count
+  against ``max_size``.
+- **Back-pressure.** A start the service refuses for its concurrency limit (HTTP 429, or close 4003) is not
+  the borrower's error: the borrower waits again, first in line, for a returned session or for the end of a
+  pause of new starts (0.5 s doubling to 5 s, jittered), within its borrow timeout; a
+  :class:`PoolTimeoutError` then names the refusal (``last_error``).
+- **Waiting.** A borrower that finds every slot taken waits on the pool's condition (no polling), first come
+  first served, at most its timeout.
+- **LIFO.** Idle sessions are lent most recently returned first: under light load a few sessions stay hot and
+  the surplus after a burst stays idle until ``max_idle_time`` closes it. FIFO would keep every session busy
+  in turn and never let the pool shrink.
+- **Health.** A session is never lent when it has ended, reported an error to ``on_error``, saw its borrower's
+  ``with`` block raise an :class:`~avatarsdk.AvatarSDKError`, is within ``refresh_margin`` of its token's
+  expiry or near ``max_session_age``. An idle session the server closes is removed at once (its ``on_close``
+  tells the pool). A request the borrower left open is interrupted before the session goes back idle.
+- **Tokens.** Each session asks for a token valid ``token_lifetime`` seconds and is replaced ``refresh_margin``
+  before it expires (keep the margin above a second plus a start: the service counts whole seconds).
+- **Maintenance thread** ``avatarsdk-pool-N``: it starts when there is work for it and runs until ``close()``,
+  asleep on the pool's condition until the next time an idle session is due to go or something changes. It
+  closes idle sessions that must go and keeps ``min_idle`` warm, one start at a time, backing off (1 s
+  doubling to 30 s) after a failed start, whose error also goes to ``on_error`` (a refusal for the
+  concurrency limit does not).
 - **Fork.** A pool used in a child process of the one that made it (a pre-fork server with ``--preload``)
-  starts over in the child with an empty pool state and new locks (the parent's may have been held at the
-  fork), and logs that at INFO; sessions inherited from the parent are released with their ``close()``,
-  which in a child only closes the child's copy of the socket. The parent's sessions and their connections
-  are never used by the child.
+  starts over in the child with an empty state and new locks (the parent's may have been held at the fork);
+  the parent's sessions are let go with their ``close()``, which in a child only closes the child's copy of
+  the socket.
 - **Exit.** An unclosed pool is closed at interpreter exit (through a ``WeakSet``: the exit hook does not
-  keep a pool alive; a pool's open sessions and its maintenance thread do).
-
-Thread-safety: every method may be called from any thread. Each lent session is for its borrower alone
-until it is returned.
+  keep a pool alive).
 
 Where each part lives: this module holds the public API, the pool's construction, the fork reset and the exit
-hook. The decisions without I/O (idle LIFO, lent, starting, closing, waiting borrowers, health, refresh times,
-warm-up, counts) are ``_pool_state.LendingState``'s; the condition, and the sessions' I/O (made under it;
-started, interrupted and closed outside it) are ``_pool_lender.Lender``'s, one per process; the maintenance
-thread is ``_pool_maintainer.Maintainer``; the ``with`` block and ``stream()``'s iterator are in
-``_pool_borrow``; the arguments' checks and the sessions' template are in ``_pool_config``.
+hook. The decisions without I/O are ``_pool_state.LendingState``'s; the condition and the sessions' I/O are
+``_pool_lender.Lender``'s, one per process; the maintenance thread is ``_pool_maintainer.Maintainer``; the
+``with`` block and ``stream()``'s iterator are in ``_pool_borrow``; the arguments' checks and the sessions'
+template are in ``_pool_config``.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import itertools
 import logging
 import os
 import threading
+import time
 import weakref
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -86,11 +69,11 @@ from ._deadline import Deadline
 from ._fork import process_generation
 from ._options import Options, SessionOptions
 from ._pool_borrow import Borrow, stream_frames
-from ._pool_config import PoolConfig, check_limits, session_template
+from ._pool_config import PoolConfig, check_limits, check_retirement, session_template
 from ._pool_lender import Lender, PooledSession
+from ._pool_types import PoolStats, PoolTimeoutError
 from ._validation import check_timeout
 from .avatar_session import DEFAULT_CHUNK_MS, DEFAULT_FRAME_TIMEOUT, AvatarSession
-from .errors import AvatarSDKError, AvatarSDKErrorCode
 from .request import Frame
 from .session_config import (
     AgoraEgressConfig,
@@ -118,6 +101,8 @@ DEFAULT_TOKEN_LIFETIME = 3600.0
 DEFAULT_REFRESH_MARGIN = 300.0
 DEFAULT_BORROW_TIMEOUT = 30.0
 DEFAULT_CLOSE_WAIT = 10.0
+DEFAULT_MAX_IDLE_TIME = 30.0  # covers the pause between the turns of a conversation; 5 credits at most after it
+DEFAULT_MAX_SESSION_AGE = 540.0  # a minute below the shortest plan's session length (Free: 10 minutes)
 _EXIT_WAIT = 5.0  # seconds the exit hook waits for lent sessions before closing them
 
 _pool_numbers = itertools.count(1)
@@ -134,45 +119,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_fork_lock)
 
 
-class PoolTimeoutError(AvatarSDKError, TimeoutError):
-    """No session could be borrowed within the borrow timeout: all ``max_size`` sessions were in use.
-
-    Its ``code`` is ``timeout`` and ``retryable`` is ``True``; it is also a builtin ``TimeoutError``.
-    """
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of a :class:`SessionPool`.
-
-    Attributes:
-        idle: Started sessions waiting to be lent.
-        in_use: Sessions lent to borrowers now.
-        creating: Sessions being started now (by borrowers or the maintenance thread).
-        created: Sessions started successfully so far.
-        discarded: Sessions dropped because they ended, failed, or were due for a new token (sessions closed
-            by ``close()`` are not counted).
-        waits: Borrows that had to wait for a session to be returned.
-        timeouts: Borrows that gave up (:class:`PoolTimeoutError`).
-        failed: Session starts that raised (the borrower got the error, or the maintenance thread logged it).
-    """
-
-    idle: int
-    in_use: int
-    creating: int
-    created: int
-    discarded: int
-    waits: int
-    timeouts: int
-    failed: int
-
-
 class SessionPool:
     """A thread-safe pool of started :class:`~avatarsdk.AvatarSession` objects, lent one utterance at a time.
 
     Nothing is sent when the pool is made (unless ``min_idle`` asks for warm sessions, which the maintenance
     thread then starts); sessions are created on demand up to ``max_size``. See the module documentation
-    for how sessions are created, checked, refreshed and shared.
+    for how sessions are created, checked, refreshed, retired and shared.
+
+    Cost: the service bills every connected second (1 credit per started 6 s), idle or lent, and counts every
+    connected session against the plan's concurrent sessions. An idle session costs 10 credits a minute until
+    ``max_idle_time`` closes it; each ``min_idle`` session costs 600 credits an hour and a concurrency slot,
+    around the clock.
 
     Thread-safety: every method may be called from any thread. A lent session belongs to its borrower
     until it is returned; ``transport_frames`` and ``on_error`` run on the sessions' dispatcher threads.
@@ -182,7 +139,14 @@ class SessionPool:
             :func:`~avatarsdk.new_avatar_session` (``region="auto"`` is resolved at each session's ``init()``,
             from the process-wide cache after the first).
         max_size: Most sessions (lent, idle, starting or closing) at once.
-        min_idle: Sessions the maintenance thread keeps started and idle (within ``max_size``); 0 for none.
+        min_idle: Sessions the maintenance thread keeps started and idle (within ``max_size``), around the clock
+            (600 credits an hour each); 0 for none.
+        max_idle_time: Seconds an idle session is kept after it was returned (the ``min_idle`` most recently
+            returned are kept regardless); ``None``: until its token is due or it is retired.
+        max_session_age: Seconds of age (from the start of its token call) before which each session is
+            retired: not lent from 60 s (or a quarter of it, if less) before that age, an idle one closed then,
+            a lent one when it is returned. Keep it below the plan's session length (10, 30, 60 or 120
+            minutes); ``None``: no limit.
         token_lifetime: Seconds each session's token is asked for (1 to 86400).
         refresh_margin: A session is replaced this many seconds before its token expires (0 or more, less
             than ``token_lifetime``); a lent one when it is returned.
@@ -215,6 +179,8 @@ class SessionPool:
         token_route: Optional[str] = None,
         max_size: int = DEFAULT_MAX_SIZE,
         min_idle: int = 0,
+        max_idle_time: Optional[float] = DEFAULT_MAX_IDLE_TIME,
+        max_session_age: Optional[float] = DEFAULT_MAX_SESSION_AGE,
         token_lifetime: float = DEFAULT_TOKEN_LIFETIME,
         refresh_margin: float = DEFAULT_REFRESH_MARGIN,
         borrow_timeout: Optional[float] = DEFAULT_BORROW_TIMEOUT,
@@ -234,6 +200,7 @@ class SessionPool:
         **options: Unpack[SessionOptions],
     ) -> None:
         lifetime, margin = check_limits(max_size, min_idle, token_lifetime, refresh_margin)
+        max_idle, max_age = check_retirement(max_idle_time, max_session_age)
         self._borrow_timeout = check_timeout("borrow_timeout", borrow_timeout)
         checked = Options.checked(options)
         template = session_template(
@@ -261,11 +228,12 @@ class SessionPool:
                 token_route=token_route,
             )
         )
-        close_timeout = checked.close_timeout
-        self._exit_wait = _EXIT_WAIT if close_timeout is None else min(close_timeout, _EXIT_WAIT)
+        self._exit_wait = _EXIT_WAIT if checked.close_timeout is None else min(checked.close_timeout, _EXIT_WAIT)
         self._number = number = next(_pool_numbers)
-        self._config = PoolConfig(max_size, min_idle, lifetime, margin, template, checked, on_error, number)
-        self._lender = Lender(self._config, _timeout_error)
+        self._config = PoolConfig(
+            max_size, min_idle, lifetime, margin, template, checked, on_error, number, max_idle, max_age
+        )
+        self._lender = Lender(self._config)
         _live_pools.add(self)
         logger.debug("pool #%d: created (max_size=%d, min_idle=%d)", number, max_size, min_idle)
         self._lender.keep_warm()
@@ -283,6 +251,16 @@ class SessionPool:
         return self._config.min_idle
 
     @property
+    def max_idle_time(self) -> Optional[float]:
+        """Seconds an idle session beyond ``min_idle`` is kept (``None``: no limit)."""
+        return self._config.max_idle
+
+    @property
+    def max_session_age(self) -> Optional[float]:
+        """Seconds of age before which each session is retired (``None``: no limit)."""
+        return self._config.max_age
+
+    @property
     def closed(self) -> bool:
         """``True`` once :meth:`close` has been called."""
         return self._lender.state.closed
@@ -292,7 +270,7 @@ class SessionPool:
         self._check_fork()
         lender = self._lender
         with lender.cond:
-            return PoolStats(**lender.state.counts())
+            return PoolStats(**lender.state.counts(time.monotonic()))
 
     def __repr__(self) -> str:
         state = self._lender.state
@@ -307,16 +285,18 @@ class SessionPool:
         """Borrow a started session for the ``with`` block: ``with pool.session() as session: ...``.
 
         Entering lends an idle healthy session, or starts a new one in this thread while the pool holds
-        fewer than ``max_size``, or waits for one to be returned. Leaving returns it: a request left open is
-        interrupted; a session that ended, reported an error, saw the block raise an
-        :class:`~avatarsdk.AvatarSDKError`, or is due for a new token is closed instead of kept. Use it for
-        one utterance (or a few) and give it back; do not keep it after the block.
+        fewer than ``max_size``, or waits for one to be returned (also when the service refuses a new one for
+        its concurrency limit: then new starts are tried again after a pause). Leaving returns it: a request
+        left open is interrupted; a session that ended, reported an error, saw the block raise an
+        :class:`~avatarsdk.AvatarSDKError`, is due for a new token or near ``max_session_age`` is closed
+        instead of kept. Use it for one utterance (or a few) and give it back; do not keep it after the block.
 
         Args:
             timeout: Seconds to wait for a session (``None``: the pool's ``borrow_timeout``).
 
         Raises (on entering):
-            PoolTimeoutError: no session within ``timeout`` (all ``max_size`` in use).
+            PoolTimeoutError: no session within ``timeout``: all ``max_size`` in use, or the service refused
+                new ones for its concurrency limit (its ``last_error``).
             AvatarSDKError: starting a new session failed (as :meth:`AvatarSession.init`/``start``).
             ValueError: the pool is closed, or ``timeout`` is invalid.
         """
@@ -454,7 +434,7 @@ class SessionPool:
                 return
             # The parent's lock may have been held at the fork: do not touch it.
             inherited = old.state.entries()
-            self._lender = Lender(self._config, _timeout_error, closed=old.state.closed)
+            self._lender = Lender(self._config, closed=old.state.closed)
             self._lender.keep_warm()
         logger.info(
             "pool #%d: used in process %d, a fork of the one that made it: starting with an empty pool"
@@ -465,10 +445,6 @@ class SessionPool:
         )
         for entry in inherited:
             entry.session.close()  # in a child: closes only this process's copy of the socket
-
-
-def _timeout_error(message: str) -> PoolTimeoutError:
-    return PoolTimeoutError(AvatarSDKErrorCode.timeout, message, retryable=True)
 
 
 def _close_pools_at_exit() -> None:

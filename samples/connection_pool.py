@@ -9,6 +9,9 @@
 Each worker thread plays the part of a web request handler: it takes a session from the pool, streams one
 utterance (a generated tone of --seconds) and iterates over its frames as they arrive, the way a relay would
 forward them to its client. At most --max-size sessions exist at once, however many utterances run.
+No session is kept warm (min_idle 0): every connected second is billed (1 credit per started 6 s of each
+session), so the pool connects sessions when utterances need them, closes an idle one --max-idle-time seconds
+after it was returned, and the summary ends with the session-seconds it was connected.
 With --dispatch-threads N the sessions' callbacks run on a SharedDispatcher of N threads (for pools of
 hundreds of sessions) instead of a thread per session.
 Exit status: 0 when every utterance got its frames, 1 otherwise, 2 for missing credentials.
@@ -39,11 +42,16 @@ parser.add_argument("--concurrency", type=int, default=8, help="worker threads s
 parser.add_argument("--max-size", type=int, default=4, help="the pool's max_size (4)")
 parser.add_argument("--seconds", type=float, default=1.0, help="audio per utterance, in seconds (1.0)")
 parser.add_argument(
+    "--max-idle-time", type=float, default=30.0, help="seconds an idle session is kept after it was returned (30)"
+)
+parser.add_argument(
     "--dispatch-threads", type=int, default=0, help="callbacks on a SharedDispatcher of N threads (0: one per session)"
 )
 args = parser.parse_args()
 if min(args.utterances, args.concurrency, args.max_size) < 1 or args.seconds <= 0 or args.dispatch_threads < 0:
     parser.error("--utterances, --concurrency, --max-size and --seconds must be positive, --dispatch-threads >= 0")
+if args.max_idle_time < 0:
+    parser.error("--max-idle-time must be 0 or more")
 
 service = None
 if args.local or os.environ.get("AVATARSDK_LOCAL") == "1":
@@ -103,13 +111,14 @@ dispatcher = SharedDispatcher(args.dispatch_threads) if args.dispatch_threads el
 with SessionPool(
     **settings,
     max_size=args.max_size,
+    max_idle_time=args.max_idle_time,
     on_error=lambda err: print(f"session error: {err}", file=sys.stderr),
     dispatcher=dispatcher,
 ) as pool:
     with ThreadPoolExecutor(args.concurrency, thread_name_prefix="utterance") as workers:
         rows: List[Row] = list(workers.map(utterance, range(1, args.utterances + 1)))
     elapsed = time.monotonic() - started
-    stats = pool.stats()
+stats = pool.stats()  # closed: every session's connected time is complete
 if dispatcher is not None:
     dispatcher.close()
 if service is not None:
@@ -132,6 +141,12 @@ print(
 )
 print(
     f"pool: max_size {args.max_size}, created {stats.created}, discarded {stats.discarded}, waits {stats.waits},"
-    f" timeouts {stats.timeouts}, failed {stats.failed}"
+    f" timeouts {stats.timeouts}, failed {stats.failed}, refused {stats.refused}"
+)
+# Each session is billed ceil(its seconds / 6), at least 1: the least the pool's sessions can have cost.
+credits = max(stats.created, math.ceil(stats.connected_seconds / 6))
+print(
+    f"connected: {stats.connected_seconds:.1f} session-seconds, at least {credits} credit{'s' * (credits != 1)}"
+    " (1 per started 6 s of each session)"
 )
 sys.exit(0 if len(ok) == len(rows) else 1)

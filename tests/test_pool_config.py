@@ -15,7 +15,7 @@ from conftest import needs_pyav, valid_config
 
 from avatarsdk import InsecureTransportWarning
 from avatarsdk._options import Options
-from avatarsdk._pool_config import MAX_TOKEN_LIFETIME, PoolConfig, check_limits, session_template
+from avatarsdk._pool_config import MAX_TOKEN_LIFETIME, PoolConfig, check_limits, check_retirement, session_template
 from avatarsdk.session_config import (
     AgoraEgressConfig,
     AudioFormat,
@@ -161,6 +161,51 @@ def test_token_lifetime_is_checked_before_refresh_margin() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# check_retirement
+# --------------------------------------------------------------------------------------------------
+
+
+def test_check_retirement_returns_seconds_as_floats_or_none() -> None:
+    assert check_retirement(30, 540) == (30.0, 540.0)
+    max_idle, max_age = check_retirement(1, 2)
+    assert type(max_idle) is float and type(max_age) is float
+    assert check_retirement(None, None) == (None, None)
+    assert check_retirement(0, 0.001) == (0.0, 0.001)  # 0: an idle session beyond min_idle goes at once
+
+
+def test_max_idle_time_is_zero_or_more() -> None:
+    for value, shown in ((-1, "-1"), (-0.001, "-0.001")):
+        assert message(ValueError, check_retirement, value, 540) == (
+            f"max_idle_time: expected 0 or more seconds, or None, got {shown}"
+        )
+
+
+def test_max_session_age_is_more_than_zero() -> None:
+    for value, shown in ((0, "0"), (-5.5, "-5.5")):
+        assert message(ValueError, check_retirement, 30, value) == (
+            f"max_session_age: expected more than 0 seconds, or None, got {shown}"
+        )
+
+
+@pytest.mark.parametrize("field", ["max_idle_time", "max_session_age"])
+@pytest.mark.parametrize(("value", "name"), [(True, "bool"), ("60", "str"), ([1], "list")])
+def test_retirement_times_are_numbers_or_none(field: str, value: Any, name: str) -> None:
+    args = {"max_idle_time": 30, "max_session_age": 540, field: value}
+    assert message(TypeError, check_retirement, *args.values()) == (
+        f"{field}: expected seconds as a number or None, got {name}"
+    )
+
+
+@pytest.mark.parametrize("field", ["max_idle_time", "max_session_age"])
+@pytest.mark.parametrize(("value", "shown"), [(math.nan, "nan"), (math.inf, "inf")])
+def test_retirement_times_are_finite(field: str, value: float, shown: str) -> None:
+    args = {"max_idle_time": 30, "max_session_age": 540, field: value}
+    assert message(ValueError, check_retirement, *args.values()) == (
+        f"{field}: expected a finite number of seconds, got {shown}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # session_template
 # --------------------------------------------------------------------------------------------------
 
@@ -270,6 +315,7 @@ def test_pool_config_holds_the_checked_settings_in_order() -> None:
     assert pool.options is options
     assert pool.on_error is print
     assert pool.number == 7
+    assert (pool.max_idle, pool.max_age) == (None, None)  # no retirement unless given
     assert [f.name for f in dataclasses.fields(PoolConfig)] == [
         "max_size",
         "min_idle",
@@ -279,7 +325,11 @@ def test_pool_config_holds_the_checked_settings_in_order() -> None:
         "options",
         "on_error",
         "number",
+        "max_idle",
+        "max_age",
     ]
+    retiring = PoolConfig(4, 1, 3600.0, 300.0, template, options, on_error, 7, 30.0, 540.0)
+    assert (retiring.max_idle, retiring.max_age) == (30.0, 540.0)
 
 
 def test_pool_config_is_frozen() -> None:

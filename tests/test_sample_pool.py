@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -45,7 +46,11 @@ def test_concurrent_utterances_through_one_pool(local_env: bool, extra: List[str
     assert lines[7].startswith("6 of 6 utterances, 30 frames in ")
     created = int(re.search(r"created (\d+)", lines[8])[1])  # type: ignore[index]
     assert lines[8].startswith("pool: max_size 2,") and 1 <= created <= 2
-    assert "timeouts 0, failed 0" in lines[8]
+    assert "timeouts 0, failed 0, refused 0" in lines[8]
+    cost = re.fullmatch(r"connected: ([\d.]+) session-seconds, at least (\d+) credits? \(.*\)", lines[9])
+    assert cost is not None, lines[9]
+    seconds, credits = float(cost[1]), int(cost[2])
+    assert seconds > 0 and credits == max(created, math.ceil(seconds / 6))  # each session bills 1 at least
 
 
 def test_without_credentials_it_says_what_to_set() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 import pytest
 import requests
 import websocket
 from conftest import Recorder, pcm, started
 
-from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, SessionTokenError
+from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, SessionTokenError, new_avatar_session
 from avatarsdk._proto import ingress_v2_pb2 as pb
 from avatarsdk.testing import FakeAvatarService, FakeConnection, FakeRequest, TokenReply, animation_frame
 
@@ -119,3 +120,61 @@ def test_starting_and_closing_at_once_is_clean() -> None:
     for _ in range(50):
         with FakeAvatarService():
             pass
+
+
+@pytest.mark.parametrize(
+    ("refusal", "phase", "http_status", "server_code", "retryable"),
+    [
+        ("close", "websocket_handshake", None, "4003", False),
+        ("upgrade", "websocket_connect", 429, "concurrencyLimit", True),
+    ],
+)
+def test_a_concurrency_limit_refuses_one_session_more_until_one_ends(
+    recorder: Recorder,
+    refusal: str,
+    phase: str,
+    http_status: Optional[int],
+    server_code: str,
+    retryable: bool,
+) -> None:
+    """A bare session's start() raises the refusal, as the service's (the pool waits instead)."""
+    with FakeAvatarService(concurrency_limit=2, concurrency_refusal=refusal) as service:
+        assert (service.concurrency_limit, service.concurrency_refusal) == (2, refusal)
+        first = new_avatar_session(**service.session_kwargs(on_close=recorder.on_close))
+        first.init()
+        first.start()
+        with new_avatar_session(**service.session_kwargs()) as second:
+            assert service.open_sessions == 2
+            third = new_avatar_session(**service.session_kwargs())
+            third.init()
+            with pytest.raises(AvatarSDKError) as info:
+                third.start()
+            err = info.value
+            assert err.code is AvatarSDKErrorCode.concurrencyLimit and err.phase == phase
+            assert (err.http_status, err.server_code, err.retryable) == (http_status, server_code, retryable)
+            assert service.concurrency_refusals == 1 and service.open_sessions == 2
+            first.close()
+            recorder.wait_for(lambda: recorder.closes == 1, what="the first session's end")
+            service.wait_for_connection(0).wait_closed()
+            third.init()  # a token is for one connection
+            third.start()  # a slot is free again
+            assert third.collect(pcm(0.08))[-1].last and second.collect(pcm(0.08))[-1].last
+            third.close()
+        for conn in service.connections:
+            conn.wait_closed()
+        with service._lock:
+            service._lock.wait_for(lambda: service.open_sessions == 0, 5)
+        assert (service.peak_sessions, service.open_sessions, service.concurrency_refusals) == (2, 0, 1)
+
+
+def test_without_a_concurrency_limit_nothing_is_refused(service: FakeAvatarService, make_session) -> None:
+    sessions = [started(make_session) for _ in range(3)]
+    assert service.concurrency_limit is None and service.open_sessions == 3 == service.peak_sessions
+    for session in sessions:
+        session.close()
+    assert service.concurrency_refusals == 0
+
+
+def test_an_unknown_concurrency_refusal_is_refused() -> None:
+    with pytest.raises(ValueError, match="concurrency_refusal: expected one of"):
+        FakeAvatarService(concurrency_limit=1, concurrency_refusal="token")

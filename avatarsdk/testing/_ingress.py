@@ -106,6 +106,11 @@ class Ingress:
             return _bad_request("app id mismatch")
         if query.get("id") != service.avatar_id:
             return _response(404, jsonapi_error(404, "NOT_FOUND", "Not Found", "avatar not found"))
+        with service._lock:
+            if service.concurrency_refusal == "upgrade" and service.over_limit():
+                service.concurrency_refusals += 1
+                detail = f"concurrent session limit reached ({service.concurrency_limit})"
+                return _response(429, jsonapi_error(429, "concurrencyLimit", "Too Many Requests", detail))
         return None
 
     def _handle_connection(self, ws: ServerConnection) -> None:
@@ -115,11 +120,20 @@ class Ingress:
         with service._lock:
             conn = FakeConnection(service, ws, len(service.connections), version)
             service.connections.append(conn)
-            reply = service._handshakes.pop(0) if service._handshakes else Confirm()
+            counted = version == 1 or not service.over_limit()  # (v1 has no handshake to refuse in)
+            if counted:
+                service.open_sessions += 1
+                service.peak_sessions = max(service.peak_sessions, service.open_sessions)
+                reply = service._handshakes.pop(0) if service._handshakes else Confirm()
+            else:
+                service.concurrency_refusals += 1
+                reply = HandshakeError(4003, "concurrency limit reached", close_code=4003)
         try:
             conn._run(functools.partial(self._serve, conn, reply))
         finally:
             with service._lock:
+                if counted:
+                    service.open_sessions -= 1
                 service._lock.notify_all()
 
     # -- v2: handshake, then the receive loop (v1: no handshake)

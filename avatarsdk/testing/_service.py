@@ -26,6 +26,10 @@ class FakeAvatarService(ServiceState):
     connections that present one (once: a token is for one connection), confirms the handshake, and answers
     each request with animation frames once its ``end=True`` chunk arrives (one frame per 40 ms of audio,
     or ``frames_per_request``). Everything can be scripted per test, and everything received is recorded.
+    ``concurrency_limit=N`` plays a plan's concurrent sessions: with N v2 sessions open, one more is refused
+    (``concurrency_refusal``: ``"close"``, ServerError then close 4003 after its configure message, or
+    ``"upgrade"``, HTTP 429 ``concurrencyLimit``); ``open_sessions``, ``peak_sessions`` and
+    ``concurrency_refusals`` say what happened.
 
     The console answers every token route (``/session-tokens``, ``/v1/console/session-tokens``,
     ``/v1/auth/session-token``; the token under ``token_key``, inside ``data`` with ``token_in_data``) and the

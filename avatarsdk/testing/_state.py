@@ -17,6 +17,7 @@ from ._connection import FakeConnection
 from ._scripts import FakeRequest, HandshakeReply, TokenReply, TokenRequest, UpgradeRejection
 
 FRAME_PERIOD = 0.04  # 25 fps: one animation frame per 40 ms of audio
+CONCURRENCY_REFUSALS = ("close", "upgrade")
 
 
 class ServiceState:
@@ -40,7 +41,13 @@ class ServiceState:
         token_key: Optional[str] = None,
         token_in_data: bool = False,
         bootstrap_region: str = "us-west",
+        concurrency_limit: Optional[int] = None,
+        concurrency_refusal: str = "close",
     ) -> None:
+        if concurrency_refusal not in CONCURRENCY_REFUSALS:
+            raise ValueError(
+                f"concurrency_refusal: expected one of {CONCURRENCY_REFUSALS}, got {concurrency_refusal!r}"
+            )
         self.api_key = api_key
         self.app_id = app_id
         self.avatar_id = avatar_id
@@ -58,6 +65,14 @@ class ServiceState:
         self.token_key = token_key
         self.token_in_data = token_in_data
         self.bootstrap_region = bootstrap_region  # what POST /bootstrap names as region.current
+        # Most sessions open at once (the plan's concurrent sessions; None: no limit), and how one more is
+        # refused: "close" (ServerError 4003 in answer to the configure message, then close 4003) or "upgrade"
+        # (HTTP 429 concurrencyLimit; an upgrade let through by a race is then refused the "close" way).
+        self.concurrency_limit = concurrency_limit
+        self.concurrency_refusal = concurrency_refusal
+        self.open_sessions = 0  # connections counted against the limit: not refused, not yet ended
+        self.peak_sessions = 0  # the most open at once
+        self.concurrency_refusals = 0  # upgrades and connections refused for the limit
         self.token_requests: List[TokenRequest] = []
         self.bootstrap_requests: List[TokenRequest] = []
         self.connections: List[FakeConnection] = []
@@ -70,6 +85,10 @@ class ServiceState:
         self._lock = threading.Condition()  # over all of the above; notified whenever a record changes
         self._stopping = threading.Event()
         self._counter = 0  # numbers the tokens and the connection ids
+
+    def over_limit(self) -> bool:
+        """Another session would pass ``concurrency_limit`` (called with ``_lock`` held)."""
+        return self.concurrency_limit is not None and self.open_sessions >= self.concurrency_limit
 
     def frames_for(self, conn: FakeConnection, request: FakeRequest) -> int:
         """How many frames the fake answers ``request`` with: ``frames_per_request``, or one per 40 ms (v1:

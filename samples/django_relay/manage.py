@@ -13,7 +13,8 @@ then open http://127.0.0.1:8000/ and press Speak. The app ``relay`` creates one 
 the format, and the part shared with samples/flask_relay). runserver is threaded, so requests share the pool;
 for production any threaded WSGI server serves relay_site.wsgi (gunicorn ``gthread``, mod_wsgi, waitress).
 
-Settings from the environment: RELAY_MAX_SIZE (the pool's max_size, 4), RELAY_MIN_IDLE (1),
+Settings from the environment: RELAY_MAX_SIZE (the pool's max_size, 4), RELAY_MIN_IDLE (0; each
+session kept idle is billed around the clock, 600 credits an hour),
 DJANGO_DEBUG=1, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS (comma-separated, beside the loopback names).
 """
 

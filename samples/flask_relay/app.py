@@ -122,7 +122,9 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000; 0: a free one)")
     parser.add_argument("--max-size", type=int, default=4, help="the pool's max_size (4)")
-    parser.add_argument("--min-idle", type=int, default=1, help="sessions kept started and idle (1)")
+    parser.add_argument(
+        "--min-idle", type=int, default=0, help="sessions kept started and idle, 600 credits an hour each (0)"
+    )
     parser.add_argument("--region", help="us-west, ap-northeast, cn-beijing, spatialreal or auto, for the URLs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the SDK's debug log")
     args = parser.parse_args()

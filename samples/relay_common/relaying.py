@@ -70,7 +70,7 @@ REGION_VARIABLE = "AVATARSDK_REGION"  # a region (us-west, ap-northeast, cn-beij
 
 
 def make_pool(
-    local: bool, *, max_size: int = 4, min_idle: int = 1, region: Optional[str] = None
+    local: bool, *, max_size: int = 4, min_idle: int = 0, region: Optional[str] = None
 ) -> Tuple[SessionPool, Optional[FakeAvatarService]]:
     """The pool, against the built-in stand-in (``local``: started here, 25 frames a second like the
     service) or the service the ``AVATARSDK_*`` variables name; ``region`` (default: ``AVATARSDK_REGION``)

@@ -35,7 +35,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 
 # The pool (relay/apps.py); AVATARSDK_LOCAL=1 runs it against the built-in stand-in.
 RELAY_MAX_SIZE = int(os.environ.get("RELAY_MAX_SIZE", "4"))
-RELAY_MIN_IDLE = int(os.environ.get("RELAY_MIN_IDLE", "1"))
+RELAY_MIN_IDLE = int(os.environ.get("RELAY_MIN_IDLE", "0"))  # each: 600 credits an hour, around the clock
 
 LOGGING = {
     "version": 1,
