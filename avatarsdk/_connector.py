@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import requests
 
@@ -32,6 +32,13 @@ class Connector:
 
     def token(self, retry: Backoff) -> str:
         """A session token from the console (``ValueError``: ``expire_at`` has passed)."""
+        telemetry = self._core.telemetry
+        if telemetry is not None:
+            url = self._core.config.console_endpoint_url
+            return telemetry.session_init(url, lambda on_attempt: self._token(retry, on_attempt))
+        return self._token(retry, None)
+
+    def _token(self, retry: Backoff, on_attempt: Optional[Callable[[int], None]]) -> str:
         config, options = self._core.config, self._core.options
         expire_at: datetime = check_expire_at(config.expire_at)
         if self._http is None:
@@ -44,6 +51,7 @@ class Connector:
             retry=retry,
             http=self._http,
             request_options=options.network.requests_kwargs(),
+            on_attempt=on_attempt,
         )
 
     def reconnect_token(self) -> str:
@@ -58,6 +66,13 @@ class Connector:
             ) from None
 
     def connect(self, token: str, state: State) -> Tuple[Connection, Tuple[str, Tuple[str, ...]]]:
+        """:meth:`_connect`, in a span if traced."""
+        telemetry = self._core.telemetry
+        if telemetry is not None:
+            return telemetry.session_start(lambda: self._connect(token, state))
+        return self._connect(token, state)
+
+    def _connect(self, token: str, state: State) -> Tuple[Connection, Tuple[str, Tuple[str, ...]]]:
         """Open a connection with ``token`` and complete the handshake (for ``start()`` and reconnects, while the
         session is in ``state``); return it with what its confirmation said: its id and the server's
         capabilities. A ``close()`` meanwhile
