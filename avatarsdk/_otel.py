@@ -4,7 +4,9 @@ Everything goes through the OpenTelemetry *API* (``opentelemetry-api``): the app
 providers and its global propagator decide what is recorded and where it goes; this module configures no
 exporter and sends nothing anywhere. The API is imported once, by the first session made, and only if it is
 installed: without it :func:`session_telemetry` gives ``None`` and every hook of the session is one ``is not
-None`` check (the per-frame hot path checks one always-empty dict, :attr:`SessionTelemetry.watched`).
+None`` check (the receiver's per-frame check is of an empty dict). With it, the receiver counts the frames of
+the requests in :attr:`SessionTelemetry.watched`: each until its first frame, and to its last while its span
+records.
 
 :class:`SessionTelemetry` owns a session's ``driven.request`` spans, from their start (on the thread that sends
 a request's first chunk or opens the pull request, as a child of the span active there) to their end (on the
@@ -148,12 +150,14 @@ def session_telemetry(config: SessionConfig, *, protocol_version: int, traces: b
     return None if api is None else SessionTelemetry(api, config, protocol_version=protocol_version, traces=traces)
 
 
-class _Request:
-    """One request's span and what its end reports."""
+class RequestSpan:
+    """One request's span and what its end reports. The dispatcher counts its frames while it is in
+    :attr:`SessionTelemetry.watched` (in the receiver's per-frame code: no call per frame)."""
 
-    __slots__ = ("audio_bytes", "began", "first_sent", "frames", "recording", "span")
+    __slots__ = ("audio_bytes", "began", "first_sent", "frames", "recording", "req_id", "span")
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, req_id: str, span: Span) -> None:
+        self.req_id = req_id
         self.span = span
         self.recording = span.is_recording()  # only then are frames counted
         self.began = time.monotonic()
@@ -180,10 +184,10 @@ class SessionTelemetry:
             SERVER_ADDRESS: urlsplit(config.ingress_endpoint_url).hostname or ""
         }
         self._lock = threading.Lock()
-        self._requests: Dict[str, _Request] = {}  # open driven.request spans by req_id
-        #: The requests whose frames the dispatcher reports (:meth:`frame`): each until its first frame, and
-        #: to its end when its span records (to count them). Read by the dispatcher without the lock.
-        self.watched: Dict[str, _Request] = {}
+        self._requests: Dict[str, RequestSpan] = {}  # open driven.request spans by req_id
+        #: The requests whose frames the dispatcher counts: each until its first frame (:meth:`first_frame`), and
+        #: to its end when its span records. Read by the dispatcher without the lock.
+        self.watched: Dict[str, RequestSpan] = {}
         self._started: Optional[float] = None  # the first confirmation (monotonic)
 
     # ------------------------------------------------------------------------------ init and start
@@ -269,7 +273,7 @@ class SessionTelemetry:
         if connection_id is not None:
             attributes[CONNECTION_ID] = connection_id
         span = api.tracer.start_span(SPAN_REQUEST, kind=api.client, attributes=attributes)
-        request = _Request(span)
+        request = RequestSpan(req_id, span)
         with self._lock:
             self._requests[req_id] = request
             self.watched[req_id] = request
@@ -294,19 +298,15 @@ class SessionTelemetry:
             if request.first_sent is None:
                 request.first_sent = time.monotonic()
 
-    def frame(self, req_id: str) -> None:
-        """A frame of ``req_id`` arrived (the dispatcher, while :attr:`watched` is not empty)."""
-        request = self.watched.get(req_id)
-        if request is None:
-            return
-        request.frames += 1
-        if request.frames == 1:
-            self._first_frame(request)
-            if not request.recording:
-                with self._lock:
-                    self.watched.pop(req_id, None)
+    def first_frame(self, request: RequestSpan) -> None:
+        """The first frame of a watched request arrived (the dispatcher; it counted the frame): the latency is
+        recorded, and a request whose span does not record is watched no more."""
+        self._first_frame(request)
+        if not request.recording:
+            with self._lock:
+                self.watched.pop(request.req_id, None)
 
-    def _first_frame(self, request: _Request) -> None:
+    def _first_frame(self, request: RequestSpan) -> None:
         latency = time.monotonic() - (request.first_sent or request.began)
         request.span.add_event(EVENT_FIRST_ANIMATION, {FIRST_ANIMATION_LATENCY: latency})
         request.span.set_attribute(FIRST_ANIMATION_LATENCY, latency)
@@ -349,7 +349,7 @@ class SessionTelemetry:
             ending = self._ingress if end_error is None else {**self._ingress, ERROR_TYPE: why}
             self._api.session_duration.record(time.monotonic() - started, ending)
 
-    def _end(self, request: _Request, error_type: Optional[str]) -> None:
+    def _end(self, request: RequestSpan, error_type: Optional[str]) -> None:
         api, span = self._api, request.span
         duration = time.monotonic() - request.began
         span.set_attribute(AUDIO_BYTES, request.audio_bytes)

@@ -17,6 +17,7 @@ from . import _protocol
 from ._core import Core
 from ._dispatch import CALLBACK_FAULTS, safe_call
 from ._faults import server_error
+from ._otel import RequestSpan
 from ._queue import TextFrame
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode
 from .playback import PlaybackState
@@ -27,14 +28,14 @@ CLOSE_CODES = range(1000, 5000)  # a ServerError code in this range announces a 
 CLOSE_GRACE = 0.25  # seconds a server error announcing a close waits for that close before it is reported
 
 
-def _nothing(req_id: str) -> None:
-    """What a session without telemetry does with a frame's request id (never called: nothing is watched)."""
+def _nothing(request: RequestSpan) -> None:
+    """A session without telemetry's first frame of a request (never called: nothing is watched)."""
 
 
 class Receiver:
     """The dispatcher-side handlers of one session (see the module documentation)."""
 
-    __slots__ = ("_announced", "_core", "_count", "_inboxes", "_ledger", "_transport_frames", "_watched", "on_frame")
+    __slots__ = ("_announced", "_core", "_first", "_inboxes", "_ledger", "_transport_frames", "_watched", "on_frame")
 
     def __init__(self, core: Core) -> None:
         self._core = core
@@ -45,15 +46,20 @@ class Receiver:
         self._inboxes = core.ledger.routes
         telemetry = core.telemetry
         self._watched = {} if telemetry is None else telemetry.watched  # the requests whose frames it counts
-        self._count = _nothing if telemetry is None else telemetry.frame
+        self._first = _nothing if telemetry is None else telemetry.first_frame
         self.on_frame = core.ingress.frame_handler(self._deliver, self._other)
 
     def _deliver(self, data: bytes, req_id: str, last: bool) -> None:
         """An animation frame (the hot path: once per frame)."""
         if last and not self._ended(req_id):
             return
-        if self._watched:  # empty without telemetry, and once the requests' first frames are in
-            self._count(req_id)
+        watched = self._watched
+        if watched:  # empty without telemetry, and once the requests' first frames are in (unless recorded)
+            request = watched.get(req_id)
+            if request is not None:
+                request.frames += 1
+                if request.frames == 1:
+                    self._first(request)
         callback = self._transport_frames
         if callback is not None:
             try:
