@@ -16,6 +16,7 @@ finisher at the session's end). Spans end outside every lock of the session: a s
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sys
 import threading
@@ -127,20 +128,51 @@ class _Api:
 _api: Optional[_Api] = None
 _loaded = False
 _load_lock = threading.Lock()
+OLDEST_API = (1, 30)  # the first release whose histograms take bucket advice (setup.cfg's otel extra)
 
 
 def _load() -> Optional[_Api]:
-    """The API, imported and set up by the first caller; ``None`` when ``opentelemetry-api`` is not installed."""
+    """The API, imported and set up by the first caller; ``None`` when ``opentelemetry-api`` is not installed, is
+    older than the extra asks, or cannot be imported (a bad ``OTEL_PROPAGATORS``): sessions then go on without."""
     global _api, _loaded
     if not _loaded:
         with _load_lock:
             if not _loaded:
-                try:
-                    _api = _Api()
-                except ImportError:
-                    logger.debug("opentelemetry-api is not installed: no spans, metrics or trace contexts")
+                _api = _import()
                 _loaded = True
     return _api
+
+
+def _import() -> Optional[_Api]:
+    try:
+        found = importlib.metadata.version("opentelemetry-api")
+    except importlib.metadata.PackageNotFoundError:
+        logger.debug("opentelemetry-api is not installed: no spans, metrics or trace contexts")
+        return None
+    if not supported(found):
+        logger.warning(
+            "opentelemetry-api %s is installed; avatarsdk's telemetry needs %s or later (the otel extra): it is off",
+            found,
+            ".".join(map(str, OLDEST_API)),
+        )
+        return None
+    try:
+        return _Api()
+    except ImportError:
+        logger.debug("opentelemetry-api cannot be imported: no spans, metrics or trace contexts")
+    except ValueError as exc:  # the API's propagator setup refuses OTEL_PROPAGATORS at import
+        logger.warning("OpenTelemetry could not be set up (%s); avatarsdk's telemetry is off", exc)
+    return None
+
+
+def supported(version: str) -> bool:
+    """Whether ``version`` of ``opentelemetry-api`` is one the telemetry works with (:data:`OLDEST_API` or later;
+    a version string not of the form ``X.Y...`` counts as supported, and the import decides)."""
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) >= OLDEST_API
 
 
 def session_telemetry(config: SessionConfig, *, protocol_version: int, traces: bool) -> Optional[SessionTelemetry]:

@@ -30,7 +30,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
-from avatarsdk import AvatarSDKError, AvatarSDKErrorCode, AvatarSession, SessionPool, SessionTokenError, TraceContext
+from avatarsdk import (
+    AvatarSDKError,
+    AvatarSDKErrorCode,
+    AvatarSession,
+    SessionPool,
+    SessionTokenError,
+    TraceContext,
+    _otel,
+)
 from avatarsdk.testing import FakeAvatarService, TokenReply
 from avatarsdk.testing._connection import FakeConnection
 from avatarsdk.testing._scripts import FakeRequest
@@ -559,9 +567,9 @@ print(json.dumps({{
 """
 
 
-def _run(block: str, inside: str) -> Dict[str, Any]:
+def _run(block: str, inside: str, **environ: str) -> Dict[str, Any]:
     code = "import json\n" + _SUBPROCESS.format(block=block, inside=textwrap.indent(inside, " " * 8))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **environ)
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=str(ROOT), check=False
     )
@@ -592,3 +600,16 @@ def test_with_the_api_but_no_sdk_configured_nothing_is_sent() -> None:
         "    frames = session.collect(b'\\x00\\x00' * 1600)",
     )
     assert result == {"frames": 2, "traces": [None], "field_4": [False], "telemetry": True, "otel_imported": True}
+
+
+def test_a_propagator_setting_the_api_refuses_leaves_sessions_working_without_telemetry() -> None:
+    result = _run("", "frames = session.collect(b'\\x00\\x00' * 1600)", OTEL_PROPAGATORS="no-such-propagator")
+    assert (result["frames"], result["traces"], result["field_4"], result["telemetry"]) == (2, [None], [False], False)
+
+
+@pytest.mark.parametrize(
+    "version, works", [("1.30.0", True), ("1.45.2", True), ("2.0.0", True), ("1.29.0", False), ("0.9", False)]
+)
+def test_an_api_older_than_the_extra_asks_turns_the_telemetry_off(version: str, works: bool) -> None:
+    assert _otel.supported(version) is works
+    assert _otel.supported("unknown") is True  # not a version to compare: the import decides
