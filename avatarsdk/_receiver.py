@@ -29,7 +29,7 @@ CLOSE_GRACE = 0.25  # seconds a server error announcing a close waits for that c
 
 
 def _nothing(request: RequestSpan) -> None:
-    """A session without telemetry's first frame of a request (never called: nothing is watched)."""
+    """The telemetry's ``first_frame`` in a session without telemetry (never called: nothing is watched)."""
 
 
 class Receiver:
