@@ -8,7 +8,8 @@ Sessions:
 * ``tests-newest``: Python 3.11 with the newest requests / websocket-client / protobuf that setup.cfg allows.
 * ``tests-without-audio``: Python 3.11 without the ``audio`` extra (PyAV): the tests that need it skip.
 * ``tests-oldest``: Python 3.9 with the oldest supported ones (requests 2.26.0, websocket-client 1.6.0,
-  protobuf 3.20.3), pinned through a constraints file so that installing the package cannot move them.
+  protobuf 3.20.3, and the ``otel`` extra's opentelemetry-api 1.30.0 with the SDK of that release), pinned
+  through a constraints file so that installing the package cannot move them.
 * ``lint``: ruff check, ruff format --check, mypy (strict; configured in setup.cfg [mypy]).
 * ``proto``: the committed ``avatarsdk/_proto`` modules match what the pinned protoc generates.
 * ``package``: wheel and sdist build, hold the data files, and the bare wheel imports without any extra.
@@ -51,14 +52,21 @@ ROOT = Path(__file__).resolve().parent
 NEWEST_PYTHON = "3.11"
 OLDEST_PYTHON = "3.9"
 # The oldest releases that setup.cfg's install_requires admits; tests-oldest runs the suite against them.
-OLDEST_PINS = ["requests==2.26.0", "websocket-client==1.6.0", "protobuf==3.20.3"]
+OLDEST_PINS = [
+    "requests==2.26.0",
+    "websocket-client==1.6.0",
+    "protobuf==3.20.3",
+    "opentelemetry-api==1.30.0",  # the otel extra's oldest, and the SDK of the same release for its tests
+    "opentelemetry-sdk==1.30.0",
+]
 # The runtime dependencies that tests-newest moves to the newest release setup.cfg allows.
 RUNTIME_DEPS = ["requests", "websocket-client", "protobuf"]
 # What tests-oldest's constraints file holds: the pins and what requests 2.26.0 brings.
-OLDEST_CONSTRAINED = {"requests", "websocket-client", "protobuf", "urllib3", "idna", "charset-normalizer", "certifi"}
+OLDEST_CONSTRAINED = {"requests", "websocket-client", "protobuf", "urllib3", "idna", "charset-normalizer", "certifi",
+                      "opentelemetry-api", "opentelemetry-sdk", "opentelemetry-semantic-conventions"}  # fmt: skip
 # Distributions whose versions the test sessions print before running the suite.
 REPORTED = {"requests", "websocket-client", "protobuf", "urllib3", "charset-normalizer", "idna", "certifi",
-            "websockets", "pytest", "pytest-timeout"}  # fmt: skip
+            "websockets", "pytest", "pytest-timeout", "opentelemetry-api", "opentelemetry-sdk"}  # fmt: skip
 LINT_PATHS = ["avatarsdk", "tests", "scripts", "samples", "benchmarks", "noxfile.py"]
 WHEEL_MUST_CONTAIN = [
     "avatarsdk/py.typed",
@@ -164,15 +172,19 @@ def _pytest(session: nox.Session) -> None:
 
 
 CHECK_OLDEST = """\
+from importlib.metadata import version
+
 import google.protobuf
 import requests
 import websocket
 
 got = (google.protobuf.__version__, requests.__version__, websocket.__version__)
 assert got == ("3.20.3", "2.26.0", "1.6.0"), f"protobuf, requests, websocket-client: {got}"
+otel = (version("opentelemetry-api"), version("opentelemetry-sdk"))
+assert otel == ("1.30.0", "1.30.0"), f"opentelemetry-api, opentelemetry-sdk: {otel}"
 import avatarsdk._proto.ingress_v2_pb2  # the generated module loads on the oldest runtime
 
-print("oldest pins in place: protobuf 3.20.3, requests 2.26.0, websocket-client 1.6.0")
+print("oldest pins in place: protobuf 3.20.3, requests 2.26.0, websocket-client 1.6.0, opentelemetry 1.30.0")
 """
 
 
@@ -263,6 +275,7 @@ import avatarsdk._proto.ingress_v2_pb2
 
 assert "site-packages" in avatarsdk.__file__, f"not the installed wheel: {avatarsdk.__file__}"
 assert importlib.util.find_spec("websockets") is None, "websockets is installed without the testing extra"
+assert importlib.util.find_spec("opentelemetry") is None, "opentelemetry is installed without the otel extra"
 print("import avatarsdk: ok, version", avatarsdk.__version__, "from", avatarsdk.__file__)
 try:
     import avatarsdk.testing

@@ -4,7 +4,8 @@ WebSocket and the handshake (for ``init()`` and ``start()``, and for each reconn
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple
+from datetime import datetime
+from typing import Callable, Optional, Tuple
 
 import requests
 
@@ -36,12 +37,20 @@ class Connector:
     def token(self, retry: Backoff) -> str:
         """A session token from the console (``ValueError``: ``expire_at`` has passed), valid until
         ``expire_at`` or, without one, for an hour from now."""
-        config, options = self._core.config, self._core.options
+        config = self._core.config
         given = None if config.expire_at is None else token_expiry(config.expire_at)  # passed: fails before I/O
         if self._http is None:
             self._http = requests.Session()
         if self._auto:
             self._resolve_region()
+        telemetry = self._core.telemetry
+        if telemetry is not None:
+            url = config.console_endpoint_url
+            return telemetry.session_init(url, lambda on_attempt: self._token(retry, given, on_attempt))
+        return self._token(retry, given, None)
+
+    def _token(self, retry: Backoff, given: Optional[datetime], on_attempt: Optional[Callable[[int], None]]) -> str:
+        config, options = self._core.config, self._core.options
         return request_session_token(
             config.console_endpoint_url,
             api_key=config.api_key,
@@ -52,6 +61,7 @@ class Connector:
             retry=retry,
             http=self._http,
             request_options=options.network.requests_kwargs(),
+            on_attempt=on_attempt,
         )
 
     def _resolve_region(self) -> None:
@@ -81,6 +91,13 @@ class Connector:
             ) from None
 
     def connect(self, token: str, state: State) -> Tuple[Connection, Tuple[str, Tuple[str, ...]]]:
+        """:meth:`_connect`, in a span if traced."""
+        telemetry = self._core.telemetry
+        if telemetry is not None:
+            return telemetry.session_start(lambda: self._connect(token, state))
+        return self._connect(token, state)
+
+    def _connect(self, token: str, state: State) -> Tuple[Connection, Tuple[str, Tuple[str, ...]]]:
         """Open a connection with ``token`` and complete the handshake (for ``start()`` and reconnects, while the
         session is in ``state``); return it with what its confirmation said: its id and the server's
         capabilities. A ``close()`` meanwhile

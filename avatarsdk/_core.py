@@ -20,6 +20,7 @@ from ._ingress import Ingress
 from ._ledger import RequestLedger
 from ._lifecycle import Lifecycle, State
 from ._options import Options
+from ._otel import SessionTelemetry, session_telemetry
 from ._reader import ParkedThread, Reader
 from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
 from .session_config import SessionConfig
@@ -56,6 +57,7 @@ class Core:
         "queue",
         "reader",
         "send_failure",
+        "telemetry",
         "token",
         "wake",
     )
@@ -65,6 +67,9 @@ class Core:
         self.config = config
         self.options = options
         self.ingress = ingress
+        self.telemetry: Optional[SessionTelemetry] = session_telemetry(
+            config, protocol_version=ingress.version, traces=ingress.traces
+        )  # None without opentelemetry-api
         # Requests in flight are tracked only for a reconnect to fail them (egress sessions get no frames back).
         self.ledger = RequestLedger(
             track=options.reconnect is not None and not (config.livekit_egress or config.agora_egress)
@@ -219,6 +224,9 @@ class Core:
             self.move(State.CLOSED)
             self.token = None
             self.finisher = threading.get_ident()
+            end_error = self.lifecycle.end_error
+        if self.telemetry is not None:
+            self.telemetry.finished(end_error)
         self.on_finish()
         logger.debug("session #%d: closed", self.number)
         safe_call("on_close", self.config.on_close)

@@ -17,6 +17,7 @@ from . import _protocol
 from ._core import Core
 from ._dispatch import CALLBACK_FAULTS, safe_call
 from ._faults import server_error
+from ._otel import RequestSpan
 from ._queue import TextFrame
 from .errors import PHASE_WEBSOCKET_RUNTIME, AvatarSDKError, AvatarSDKErrorCode
 from .playback import PlaybackState
@@ -27,10 +28,14 @@ CLOSE_CODES = range(1000, 5000)  # a ServerError code in this range announces a 
 CLOSE_GRACE = 0.25  # seconds a server error announcing a close waits for that close before it is reported
 
 
+def _nothing(request: RequestSpan) -> None:
+    """The telemetry's ``first_frame`` in a session without telemetry (never called: nothing is watched)."""
+
+
 class Receiver:
     """The dispatcher-side handlers of one session (see the module documentation)."""
 
-    __slots__ = ("_announced", "_core", "_inboxes", "_ledger", "_transport_frames", "on_frame")
+    __slots__ = ("_announced", "_core", "_first", "_inboxes", "_ledger", "_transport_frames", "_watched", "on_frame")
 
     def __init__(self, core: Core) -> None:
         self._core = core
@@ -39,13 +44,22 @@ class Receiver:
         self._ledger = core.ledger
         self._transport_frames = core.config.transport_frames
         self._inboxes = core.ledger.routes
+        telemetry = core.telemetry
+        self._watched = {} if telemetry is None else telemetry.watched  # the requests whose frames it counts
+        self._first = _nothing if telemetry is None else telemetry.first_frame
         self.on_frame = core.ingress.frame_handler(self._deliver, self._other)
 
     def _deliver(self, data: bytes, req_id: str, last: bool) -> None:
         """An animation frame (the hot path: once per frame)."""
-        if last and not self._ledger.frame_ended(req_id):  # egress mode can repeat a request's end
-            logger.debug("session #%d: repeated end of request %s ignored", self._core.number, req_id)
+        if last and not self._ended(req_id):
             return
+        watched = self._watched
+        if watched:  # empty without telemetry, and once the requests' first frames are in (unless recorded)
+            request = watched.get(req_id)
+            if request is not None:
+                request.frames += 1
+                if request.frames == 1:
+                    self._first(request)
         callback = self._transport_frames
         if callback is not None:
             try:
@@ -56,6 +70,15 @@ class Receiver:
             inbox = self._inboxes.get(req_id)
             if inbox is not None:
                 inbox.push(data, last)
+
+    def _ended(self, req_id: str) -> bool:
+        """The last frame of ``req_id`` arrived: ``False`` for a repeated end (egress mode can send two)."""
+        if not self._ledger.frame_ended(req_id):
+            logger.debug("session #%d: repeated end of request %s ignored", self._core.number, req_id)
+            return False
+        if self._core.telemetry is not None:
+            self._core.telemetry.last_frame(req_id)
+        return True
 
     def _other(self, msg: _protocol.Decoded) -> None:
         """Messages other than animation frames (rare: not on the hot path)."""
@@ -92,6 +115,8 @@ class Receiver:
             if closing is not None and closing.close_code == msg.code:
                 error = error._derive(error.message, close_code=closing.close_code, close_reason=closing.close_reason)
             self._announced = error
+        if error.req_id and core.telemetry is not None:
+            core.telemetry.failed(error.req_id, error.code.value)
         core.report(error)
         inbox = core.ledger.inbox(error.req_id) if error.req_id else None
         if inbox is not None:

@@ -100,6 +100,8 @@ class Reconnector:
         logger.warning("session #%d: connection %s dropped (%s); reconnecting", core.number, previous, cause.code.value)
         for req_id in cut:
             error = core.ledger.cut_error(req_id, PHASE_WEBSOCKET_RUNTIME)
+            if core.telemetry is not None:
+                core.telemetry.failed(req_id, error.code.value)
             core.report(error)
             inbox = core.ledger.inbox(req_id)
             if inbox is not None:

@@ -19,6 +19,7 @@ from ._core import Core
 from ._deadline import Deadline
 from ._dispatch import safe_call
 from ._lifecycle import State
+from ._otel import ABANDONED, INTERRUPTED
 from .errors import PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
 from .logid import generate_log_id
 from .request import RequestInbox
@@ -131,12 +132,16 @@ class Sender:
                         f"trace_context: only a request's first chunk carries one; request {target} has sent audio"
                     )
                 self._trace = (target, trace_context)
+            if first and self._core.telemetry is not None:
+                self._begin(target, trace_context)
             payload = self.audio.payload(data, end, first)
             encoded = None
             if payload is not None:
                 trace = self._first_trace(target) if first else None
                 self._transmit(conn, self._core.ingress.encode_audio(target, payload, end, trace), target, deadline)
                 ledger.chunk_sent(target, end)
+                if self._core.telemetry is not None:
+                    self._core.telemetry.sent(target, len(payload))
                 encoded = self.audio.finished() if end else None
         finally:
             self.lock.release()
@@ -163,6 +168,8 @@ class Sender:
                 self._ended_here(req_id)
         finally:
             self.lock.release()
+        if ends_request and core.telemetry is not None:
+            core.telemetry.failed(req_id, INTERRUPTED)
         logger.debug("session #%d: %s req_id %s", core.number, op, req_id)
         return req_id
 
@@ -188,6 +195,8 @@ class Sender:
             self._core.ledger.open(op, inbox.req_id, inbox)
             if trace_context is not None:
                 self._trace = (inbox.req_id, trace_context)
+            if self._core.telemetry is not None:
+                self._begin(inbox.req_id, trace_context)
         finally:
             self.lock.release()
         return inbox
@@ -200,6 +209,15 @@ class Sender:
         if not self._core.ingress.traces:
             raise ValueError(f"{op}(): trace_context: the v1 ingress has no trace context")
 
+    def _begin(self, req_id: str, trace_context: Optional[TraceContext]) -> None:
+        """Request ``req_id`` starts (send lock held): its span starts, and the trace context it gives waits for the
+        request's first chunk (an explicit ``trace_context`` wins)."""
+        telemetry = self._core.telemetry
+        assert telemetry is not None
+        traced = telemetry.begin(req_id, self._core.connection_id, explicit=trace_context is not None)
+        if traced is not None:
+            self._trace = (req_id, traced)
+
     def _first_trace(self, req_id: str) -> Optional[TraceContext]:
         """The trace context waiting for request ``req_id``'s first chunk, taken (send lock held)."""
         waiting, self._trace = self._trace, None
@@ -209,7 +227,11 @@ class Sender:
         """A pull request left before its last frame: tell the service to stop it, if it is still the most
         recent request (the service takes no other) and the session can send. Never raises."""
         core = self._core
-        if core.forked() or not core.ingress.controls:
+        if core.forked():
+            return
+        if core.telemetry is not None:
+            core.telemetry.failed(req_id, ABANDONED)
+        if not core.ingress.controls:
             return
         try:
             with self.lock:

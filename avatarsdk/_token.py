@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -36,10 +36,12 @@ def request_session_token(
     retry: Backoff = NO_RETRIES,
     http: Optional[requests.Session] = None,
     request_options: Optional[Dict[str, Any]] = None,
+    on_attempt: Optional[Callable[[int], None]] = None,
 ) -> str:
     """Ask the console for a session token valid until ``expire_at``, retrying as ``retry`` says: connection
     failures, 5xx and 429 only (never another 4xx), ``Retry-After`` honoured. The body names ``app_id`` when
-    one is given; ``route`` is a key of ``TOKEN_ROUTES``.
+    one is given; ``route`` is a key of ``TOKEN_ROUTES``. ``on_attempt(n)``, if given, is called before the
+    n-th attempt.
 
     Raises:
         SessionTokenError: the call failed (network, HTTP status, error document or unusable body); after
@@ -49,6 +51,8 @@ def request_session_token(
     attempt = 0
     while True:
         attempt += 1
+        if on_attempt is not None:  # the telemetry's count (_otel)
+            on_attempt(attempt)
         outcome = _request_once(
             session_token_url(console_endpoint_url, route),
             api_key=api_key,
