@@ -17,6 +17,7 @@ from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, RequestTimeoutError, SessionTokenError
 from .framefile import FrameWriter, read_frames
+from .limiter import Limiter, LocalLimiter, RedisLimiter
 from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
 from .pool import PoolStats, PoolTimeoutError, SessionPool
@@ -44,7 +45,9 @@ __all__ = [
     "Frame",
     "FrameWriter",
     "InsecureTransportWarning",
+    "Limiter",
     "LiveKitEgressConfig",
+    "LocalLimiter",
     "OggOpusEncoderConfig",
     "PlaybackState",
     "PlaybackStatus",
@@ -53,6 +56,7 @@ __all__ = [
     "ReconnectEvent",
     "ReconnectPolicy",
     "ReconnectState",
+    "RedisLimiter",
     "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",

@@ -21,6 +21,7 @@ from ._ledger import RequestLedger
 from ._lifecycle import Lifecycle, State
 from ._options import Options
 from ._reader import ParkedThread, Reader
+from ._slot import SlotHolder
 from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
 from .session_config import SessionConfig
 
@@ -56,6 +57,7 @@ class Core:
         "queue",
         "reader",
         "send_failure",
+        "slot",
         "token",
         "wake",
     )
@@ -83,6 +85,7 @@ class Core:
         self.send_failure: Optional[AvatarSDKError] = None  # the send that broke the connection
         self.wake = threading.Event()  # set by close(): cuts a reconnect's backoff short
         self.closed = threading.Event()  # set once on_close has run
+        self.slot = SlotHolder(options.limiter, options.limiter_timeout, cancel=self.wake, number=number)
         self.finisher: Optional[int] = None  # the thread that finished the session (it runs on_close)
         self.on_finish: Callable[[], None] = lambda: None  # releases what outlives connections (the HTTP pool)
         self.process = process_generation()  # fork detection
@@ -219,10 +222,16 @@ class Core:
             self.move(State.CLOSED)
             self.token = None
             self.finisher = threading.get_ident()
+        self.slot.give_back(final=True)  # every connection of the session has closed
         self.on_finish()
         logger.debug("session #%d: closed", self.number)
         safe_call("on_close", self.config.on_close)
         self.closed.set()
+
+    def drop_unused_slot(self) -> None:
+        """The session was dropped without ``close()``: its slot goes back unless a connection may hold it."""
+        if self.lifecycle.state in (State.NEW, State.INITIALIZED):
+            self.slot.give_back(final=True)
 
     def warn_if_running(self, name: str, alive: bool) -> None:
         """A thread of the session outlived ``close()``'s bounded wait (a callback or a call still blocking)."""

@@ -114,6 +114,8 @@ class AvatarSession:
         self._receiver = Receiver(core)
         self._connector = Connector(core)
         core.on_finish = self._connector.close
+        if options.limiter is not None:
+            weakref.finalize(self, core.drop_unused_slot)
         self._reconnector = Reconnector(core, self._sender, self._receiver, self._connector)
         self._channel = _RequestChannel(core, self._sender)
 
@@ -167,20 +169,21 @@ class AvatarSession:
     # ------------------------------------------------------------------------------------- lifecycle
 
     def init(self) -> None:
-        """Get a session token from the console API (``POST /session-tokens``).
+        """Get a session token from the console API (``POST /session-tokens``), after a slot of ``limiter``.
 
         May be called again before ``start()`` to replace the token. It also starts the session's reader
         thread, parked until ``start()`` gives it the connection. Nothing is billed yet.
 
         Raises:
-            SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why).
+            SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why), or no slot
+                of ``limiter`` came within ``limiter_timeout`` (``concurrencyLimit``, retryable).
             ValueError: the session is started or closed, or ``expire_at`` has passed.
         """
         core = self._core
         core.check_process("init")
         with core.lock:
             core.lifecycle.require("init", State.NEW, State.INITIALIZED)
-        token = self._connector.token(core.options.token_retry)
+        token = core.slot.around("init", lambda: self._connector.token(core.options.token_retry))
         with core.lock:
             if core.state in (State.NEW, State.INITIALIZED):
                 core.token = token
@@ -208,6 +211,7 @@ class AvatarSession:
             token = core.token
         assert token is not None
         try:
+            core.slot.take("start")  # held since init(), unless a start failed since
             conn, confirmed = self._connector.connect(token, State.STARTING)
         except BaseException as exc:
             if self._start_failed():
@@ -231,6 +235,7 @@ class AvatarSession:
         """start() failed: back to INITIALIZED (init() again for a new token), or, if close() came meanwhile,
         finish the session and return ``True``."""
         core = self._core
+        core.slot.give_back()  # no connection now
         with core.lock:
             core.conn = None
             closing = core.state is not State.STARTING

@@ -115,12 +115,23 @@ class Ingress:
         with service._lock:
             conn = FakeConnection(service, ws, len(service.connections), version)
             service.connections.append(conn)
+            service.open_connections += 1
+            service.max_open_connections = max(service.max_open_connections, service.open_connections)
             reply = service._handshakes.pop(0) if service._handshakes else Confirm()
         try:
-            conn._run(functools.partial(self._serve, conn, reply))
+            conn._run(functools.partial(self._serve_counted, conn, reply))
         finally:
             with service._lock:
                 service._lock.notify_all()
+
+    def _serve_counted(self, conn: FakeConnection, reply: HandshakeReply) -> None:
+        """Serve ``conn``; it counts as open (``open_connections``) until its reading ends."""
+        try:
+            self._serve(conn, reply)
+        finally:
+            with self.service._lock:
+                self.service.open_connections -= 1
+                self.service._lock.notify_all()
 
     # -- v2: handshake, then the receive loop (v1: no handshake)
 
