@@ -1,7 +1,7 @@
 """A session's concurrency slot: taken from its limiter before the token call, given back once its connection has
 closed, never twice.
 
-A session holds at most one slot: from ``init()`` (or a ``start()`` after a failed one) until its end, whatever
+A session holds at most one slot: from ``init()`` (or a ``start()`` without one) until its end, whatever
 ends it; a reconnect keeps it, because the dropped connection is closed before the next one is asked for. A
 failed ``init()`` or ``start()`` gives it back (the session then holds no connection); so does a session dropped
 unclosed before it started (``Core.drop_unused_slot``, from a finalizer).

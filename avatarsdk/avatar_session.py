@@ -81,7 +81,7 @@ class AvatarSession:
 
     Args:
         config: The session configuration (copied; later changes to it have no effect).
-        options: Timeouts, limits, network settings, reconnect and dispatcher: the keywords of
+        options: Timeouts, limits, network settings, reconnect, dispatcher and limiter: the keywords of
             :class:`~avatarsdk.SessionOptions`, each documented there with its default.
 
     Every timeout may be ``None`` for no limit. Credentials that would travel unencrypted to another host, or in
