@@ -18,6 +18,7 @@ from .audio import chunk_pcm, is_wav, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, CloseCode, RequestTimeoutError, SessionTokenError
 from .framefile import FrameWriter, read_frames
+from .limiter import Limiter, LocalLimiter, RedisLimiter
 from .logid import generate_log_id
 from .playback import PlaybackState, PlaybackStatus
 from .pool import PoolStats, PoolTimeoutError, SessionPool
@@ -49,7 +50,9 @@ __all__ = [
     "Frame",
     "FrameWriter",
     "InsecureTransportWarning",
+    "Limiter",
     "LiveKitEgressConfig",
+    "LocalLimiter",
     "OggOpusEncoderConfig",
     "PlaybackState",
     "PlaybackStatus",
@@ -58,6 +61,7 @@ __all__ = [
     "ReconnectEvent",
     "ReconnectPolicy",
     "ReconnectState",
+    "RedisLimiter",
     "RequestTimeoutError",
     "SessionConfig",
     "SessionConfigBuilder",

@@ -22,6 +22,7 @@ from ._lifecycle import Lifecycle, State
 from ._options import Options
 from ._otel import SessionTelemetry, session_telemetry
 from ._reader import ParkedThread, Reader
+from ._slot import SlotHolder
 from .errors import PHASE_WEBSOCKET_RUNTIME, PHASE_WEBSOCKET_SEND, AvatarSDKError, AvatarSDKErrorCode
 from .session_config import SessionConfig
 
@@ -57,6 +58,7 @@ class Core:
         "queue",
         "reader",
         "send_failure",
+        "slot",
         "telemetry",
         "token",
         "wake",
@@ -88,6 +90,7 @@ class Core:
         self.send_failure: Optional[AvatarSDKError] = None  # the send that broke the connection
         self.wake = threading.Event()  # set by close(): cuts a reconnect's backoff short
         self.closed = threading.Event()  # set once on_close has run
+        self.slot = SlotHolder(options.limiter, options.limiter_timeout, cancel=self.wake, number=number)
         self.finisher: Optional[int] = None  # the thread that finished the session (it runs on_close)
         self.on_finish: Callable[[], None] = lambda: None  # releases what outlives connections (the HTTP pool)
         self.process = process_generation()  # fork detection
@@ -227,10 +230,16 @@ class Core:
             end_error = self.lifecycle.end_error
         if self.telemetry is not None:
             self.telemetry.finished(end_error)
+        self.slot.give_back(final=True)  # every connection of the session has closed
         self.on_finish()
         logger.debug("session #%d: closed", self.number)
         safe_call("on_close", self.config.on_close)
         self.closed.set()
+
+    def drop_unused_slot(self) -> None:
+        """The session was dropped without ``close()``: its slot goes back unless a connection may hold it."""
+        if self.lifecycle.state in (State.NEW, State.INITIALIZED):
+            self.slot.give_back(final=True)
 
     def warn_if_running(self, name: str, alive: bool) -> None:
         """A thread of the session outlived ``close()``'s bounded wait (a callback or a call still blocking)."""

@@ -17,6 +17,7 @@ from ._backoff import Backoff
 from ._dispatch import SharedDispatcher
 from ._network import ClientCert, NetworkOptions
 from ._validation import HttpTimeout, check_http_timeout, check_int, check_timeout, check_url
+from .limiter import Limiter
 from .reconnect import ReconnectPolicy, reconnect_policy
 from .regions import BOOTSTRAP_URL_ENV, default_bootstrap_url
 
@@ -34,6 +35,7 @@ DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_PING_TIMEOUT = 20.0
 DEFAULT_HTTP_RETRIES = 2
 DEFAULT_HTTP_RETRY_DEADLINE = 30.0
+DEFAULT_LIMITER_TIMEOUT = 30.0
 # The token call's backoff: 0.5 s doubling, at most 8 s, full jitter.
 TOKEN_BACKOFF_INITIAL, TOKEN_BACKOFF_CAP = 0.5, 8.0
 
@@ -75,6 +77,12 @@ class SessionOptions(TypedDict, total=False):
             sessions (default ``None``: the session's own dispatcher thread).
         bootstrap_url: Where ``region="auto"`` asks for the app's region (default: ``AVATARSDK_BOOTSTRAP_URL``,
             else ``https://global.spatialwalk.top/bootstrap``); read when the session is created.
+        limiter: A :class:`~avatarsdk.Limiter` (:class:`~avatarsdk.LocalLimiter`, :class:`~avatarsdk.RedisLimiter`)
+            shared by the sessions that count against one plan (default ``None``: no limit). The session takes a
+            slot in ``init()``, before the token call, and gives it back once its connection has closed (a
+            reconnect keeps it); a failed ``init()`` or ``start()`` gives it back too.
+        limiter_timeout: The longest ``init()`` waits for a slot (default 30); then it raises a retryable
+            ``SessionTokenError`` with code ``concurrencyLimit``.
     """
 
     http_timeout: HttpTimeout
@@ -96,6 +104,8 @@ class SessionOptions(TypedDict, total=False):
     reconnect: Union[bool, ReconnectPolicy, None]
     dispatcher: Optional[SharedDispatcher]
     bootstrap_url: Optional[str]
+    limiter: Optional[Limiter]
+    limiter_timeout: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,8 @@ class Options:
         "handshake_timeout",
         "http_timeout",
         "keepalive",
+        "limiter",
+        "limiter_timeout",
         "max_message_size",
         "max_queued_bytes",
         "max_queued_frames",
@@ -133,6 +145,8 @@ class Options:
     reconnect: Optional[ReconnectPolicy]
     dispatcher: Optional[SharedDispatcher]
     bootstrap_url: str
+    limiter: Optional[Limiter]
+    limiter_timeout: Optional[float]
 
     @classmethod
     def checked(cls, given: Mapping[str, Any]) -> Options:
@@ -174,6 +188,8 @@ class Options:
             reconnect=reconnect_policy(get("reconnect")),
             dispatcher=dispatcher,
             bootstrap_url=_bootstrap_url(get("bootstrap_url")),
+            limiter=_limiter(get("limiter")),
+            limiter_timeout=check_timeout("limiter_timeout", get("limiter_timeout", DEFAULT_LIMITER_TIMEOUT)),
         )
 
 
@@ -195,6 +211,15 @@ def _size_or_none(value: Any) -> Optional[int]:
     if check_int("max_message_size", value) < 1:
         raise ValueError(f"max_message_size: expected at least 1 byte or None, got {value!r}")
     return int(value)
+
+
+def _limiter(value: Any) -> Optional[Limiter]:
+    if value is not None and not isinstance(value, Limiter):
+        raise TypeError(
+            "limiter: expected a Limiter (LocalLimiter, RedisLimiter, or an object with acquire(timeout) and"
+            f" release(slot)) or None, got {type(value).__name__}"
+        )
+    return value
 
 
 def _token_retry(retries: Any, deadline: Any) -> Backoff:

@@ -136,8 +136,8 @@ class Lender:
             why = f"all {state.max_size} sessions (max_size) are in use ({held})"
         else:
             why = (
-                f"the service refused new sessions for its concurrency limit ({cause.code.value}; the plan's"
-                f" concurrent sessions are in use; {state.refused} refusals so far; {held})"
+                f"new sessions were refused for the plan's concurrency limit ({cause}; {state.refused} refusals so"
+                f" far; {held})"
             )
         err = timeout_error(f"{op}(): no session available within {limit:g}s: {why}", cause)
         err.__cause__ = cause

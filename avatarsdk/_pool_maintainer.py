@@ -29,8 +29,9 @@ _START_BACKOFF = Backoff(initial=1.0, cap=30.0, multiplier=2.0, jitter=0.0)
 
 
 def refusal_of(exc: BaseException) -> Optional[AvatarSDKError]:
-    """``exc`` if it is the service's refusal of a new session for its concurrency limit (HTTP 429 on the token
-    call or the upgrade, or ServerError and close 4003 in the handshake), else ``None``."""
+    """``exc`` if it is a refusal of a new session for the plan's concurrency limit (the service's: HTTP 429 on the
+    token call or the upgrade, or ServerError and close 4003 in the handshake; or the session's ``limiter``
+    finding no slot within ``limiter_timeout``), else ``None``."""
     if isinstance(exc, AvatarSDKError) and exc.code is AvatarSDKErrorCode.concurrencyLimit:
         return exc
     return None

@@ -311,3 +311,25 @@ class Sender:
                     core.send_failure = failure
             conn.shutdown()  # a failed send may have left half a frame: the connection cannot go on
             raise failure from err
+
+
+class SenderChannel:
+    """The narrow interface a session gives its pull requests (:class:`~avatarsdk.request.RequestChannel`)."""
+
+    __slots__ = ("_core", "_sender")
+
+    def __init__(self, core: Core, sender: Sender) -> None:
+        self._core = core
+        self._sender = sender
+
+    @property
+    def connection_id(self) -> Optional[str]:
+        return self._core.connection_id
+
+    def send(self, req_id: str, audio: Audio, end: bool) -> None:
+        self._sender.send_audio("send", audio, end, req_id)
+
+    def release(self, req_id: str, *, abandoned: bool) -> None:
+        self._core.ledger.release(req_id, abandoned=abandoned)
+        if abandoned:
+            self._sender.abandon(req_id)

@@ -30,7 +30,7 @@ from ._queue import Backlog
 from ._reader import ParkedThread
 from ._receiver import Receiver
 from ._reconnector import Reconnector
-from ._sender import Audio, Sender
+from ._sender import Audio, Sender, SenderChannel
 from ._validation import check_timeout
 from .request import AvatarRequest, Frame
 from .session_config import (
@@ -82,7 +82,7 @@ class AvatarSession:
 
     Args:
         config: The session configuration (copied; later changes to it have no effect).
-        options: Timeouts, limits, network settings, reconnect and dispatcher: the keywords of
+        options: Timeouts, limits, network settings, reconnect, dispatcher and limiter: the keywords of
             :class:`~avatarsdk.SessionOptions`, each documented there with its default.
 
     Every timeout may be ``None`` for no limit. Credentials that would travel unencrypted to another host, or in
@@ -115,8 +115,10 @@ class AvatarSession:
         self._receiver = Receiver(core)
         self._connector = Connector(core)
         core.on_finish = self._connector.close
+        if options.limiter is not None:
+            weakref.finalize(self, core.drop_unused_slot)
         self._reconnector = Reconnector(core, self._sender, self._receiver, self._connector)
-        self._channel = _RequestChannel(core, self._sender)
+        self._channel = SenderChannel(core, self._sender)
 
     # ------------------------------------------------------------------------------------------ info
 
@@ -168,21 +170,22 @@ class AvatarSession:
     # ------------------------------------------------------------------------------------- lifecycle
 
     def init(self) -> None:
-        """Get a session token from the console API (``POST /session-tokens``); with ``region="auto"``, ask the
-        bootstrap service for the region first (at the first ``init()``).
+        """Get a session token from the console API (``POST /session-tokens``), after a slot of ``limiter``; with
+        ``region="auto"``, ask the bootstrap service for the region first (at the first ``init()``).
 
         May be called again before ``start()`` to replace the token. It also starts the session's reader
         thread, parked until ``start()`` gives it the connection. Nothing is billed yet.
 
         Raises:
-            SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why).
+            SessionTokenError: the token call failed (``code``, ``http_status``, ``server_*`` say why), or no slot
+                of ``limiter`` came within ``limiter_timeout`` (``concurrencyLimit``, retryable).
             ValueError: the session is started or closed, or ``expire_at`` has passed.
         """
         core = self._core
         core.check_process("init")
         with core.lock:
             core.lifecycle.require("init", State.NEW, State.INITIALIZED)
-        token = self._connector.token(core.options.token_retry)
+        token = core.slot.around("init", lambda: self._connector.token(core.options.token_retry))
         with core.lock:
             if core.state in (State.NEW, State.INITIALIZED):
                 core.token = token
@@ -210,6 +213,7 @@ class AvatarSession:
             token = core.token
         assert token is not None
         try:
+            core.slot.take("start")  # held since init(), unless a start failed since
             conn, confirmed = self._connector.connect(token, State.STARTING)
         except BaseException as exc:
             if self._start_failed():
@@ -233,6 +237,7 @@ class AvatarSession:
         """start() failed: back to INITIALIZED (init() again for a new token), or, if close() came meanwhile,
         finish the session and return ``True``."""
         core = self._core
+        core.slot.give_back()  # no connection now
         with core.lock:
             core.conn = None
             closing = core.state is not State.STARTING
@@ -407,28 +412,6 @@ class AvatarSession:
         tb: Optional[TracebackType],
     ) -> None:
         self.close()
-
-
-class _RequestChannel:
-    """The narrow interface a session gives its pull requests (:class:`~avatarsdk.request.RequestChannel`)."""
-
-    __slots__ = ("_core", "_sender")
-
-    def __init__(self, core: Core, sender: Sender) -> None:
-        self._core = core
-        self._sender = sender
-
-    @property
-    def connection_id(self) -> Optional[str]:
-        return self._core.connection_id
-
-    def send(self, req_id: str, audio: Audio, end: bool) -> None:
-        self._sender.send_audio("send", audio, end, req_id)
-
-    def release(self, req_id: str, *, abandoned: bool) -> None:
-        self._core.ledger.release(req_id, abandoned=abandoned)
-        if abandoned:
-            self._sender.abandon(req_id)
 
 
 def new_avatar_session(

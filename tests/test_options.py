@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 
 import pytest
 
-from avatarsdk import InsecureTransportWarning, ReconnectPolicy, SharedDispatcher
+from avatarsdk import InsecureTransportWarning, LocalLimiter, ReconnectPolicy, SharedDispatcher
 from avatarsdk._backoff import Backoff
 from avatarsdk._network import NetworkOptions
 from avatarsdk._options import (
@@ -21,6 +21,7 @@ from avatarsdk._options import (
     DEFAULT_HTTP_RETRIES,
     DEFAULT_HTTP_RETRY_DEADLINE,
     DEFAULT_HTTP_TIMEOUT,
+    DEFAULT_LIMITER_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_QUEUED_FRAMES,
@@ -54,6 +55,8 @@ KEYS = {
     "reconnect",
     "dispatcher",
     "bootstrap_url",
+    "limiter",
+    "limiter_timeout",
 }
 
 # The options that are plain timeouts, and the Options field each one lands in.
@@ -65,6 +68,7 @@ TIMEOUTS: Dict[str, Callable[[Options], Optional[float]]] = {
     "ping_interval": lambda o: o.keepalive[0],
     "ping_timeout": lambda o: o.keepalive[1],
     "http_retry_deadline": lambda o: o.token_retry.deadline,
+    "limiter_timeout": lambda o: o.limiter_timeout,
 }
 
 
@@ -108,6 +112,8 @@ def test_defaults_when_nothing_is_given(monkeypatch: pytest.MonkeyPatch) -> None
         reconnect=None,
         dispatcher=None,
         bootstrap_url="https://global.spatialwalk.top/bootstrap",
+        limiter=None,
+        limiter_timeout=30.0,
     )
 
 
@@ -120,6 +126,7 @@ def test_the_default_constants() -> None:
     assert (DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT) == (20.0, 20.0)
     assert (DEFAULT_HTTP_RETRIES, DEFAULT_HTTP_RETRY_DEADLINE) == (2, 30.0)
     assert (TOKEN_BACKOFF_INITIAL, TOKEN_BACKOFF_CAP) == (0.5, 8.0)
+    assert DEFAULT_LIMITER_TIMEOUT == 30.0
 
 
 def test_the_defaults_are_the_constants() -> None:
@@ -135,6 +142,7 @@ def test_the_defaults_are_the_constants() -> None:
     assert options.keepalive == (DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT)
     assert options.token_retry.retries == DEFAULT_HTTP_RETRIES
     assert options.token_retry.deadline == DEFAULT_HTTP_RETRY_DEADLINE
+    assert options.limiter_timeout == DEFAULT_LIMITER_TIMEOUT
 
 
 def test_no_warning_by_default() -> None:
@@ -202,6 +210,8 @@ def test_every_key_is_accepted() -> None:
         "reconnect": True,
         "dispatcher": SharedDispatcher(),
         "bootstrap_url": "http://127.0.0.1:9/bootstrap",
+        "limiter": LocalLimiter(2),
+        "limiter_timeout": 7,
     }
     assert set(values) == set(SessionOptions.__annotations__)
     default = Options.checked({})
@@ -428,6 +438,34 @@ def test_dispatcher_of_another_type(value: Any, name: str) -> None:
     raises(TypeError, f"dispatcher: expected a SharedDispatcher or None, got {name}", dispatcher=value)
 
 
+class _OwnLimiter:
+    """A limiter of the user's own: anything with acquire(timeout) and release(slot)."""
+
+    def acquire(self, timeout: Optional[float]) -> Optional[object]:
+        return object()
+
+    def release(self, slot: Any) -> None:
+        pass
+
+
+def test_limiter() -> None:
+    limiter = LocalLimiter(1)
+    assert checked(limiter=limiter).limiter is limiter
+    own = _OwnLimiter()
+    assert checked(limiter=own).limiter is own
+    assert checked().limiter is None
+
+
+@pytest.mark.parametrize("value, name", [(1, "int"), ("redis://", "str"), (object(), "object")])
+def test_limiter_of_another_type(value: Any, name: str) -> None:
+    raises(
+        TypeError,
+        "limiter: expected a Limiter (LocalLimiter, RedisLimiter, or an object with acquire(timeout) and"
+        f" release(slot)) or None, got {name}",
+        limiter=value,
+    )
+
+
 def test_a_bad_dispatcher_is_reported_before_other_bad_values() -> None:
     raises(TypeError, "dispatcher: expected a SharedDispatcher or None, got int", dispatcher=1, send_timeout="x")
 
@@ -438,6 +476,7 @@ def test_a_bad_dispatcher_is_reported_before_other_bad_values() -> None:
 def test_every_option_given() -> None:
     shared = SharedDispatcher()
     policy = ReconnectPolicy(max_attempts=3)
+    limiter = LocalLimiter(4)
     options = Options.checked(
         {
             "http_timeout": (2, 3),
@@ -459,6 +498,8 @@ def test_every_option_given() -> None:
             "reconnect": policy,
             "dispatcher": shared,
             "bootstrap_url": "https://bootstrap.example/bootstrap",
+            "limiter": limiter,
+            "limiter_timeout": 15,
         }
     )
     assert options == Options(
@@ -476,6 +517,8 @@ def test_every_option_given() -> None:
         reconnect=policy,
         dispatcher=shared,
         bootstrap_url="https://bootstrap.example/bootstrap",
+        limiter=limiter,
+        limiter_timeout=15.0,
     )
 
 
@@ -490,12 +533,14 @@ def test_optional_none_values_are_none_not_defaults() -> None:
         ping_interval=None,
         ping_timeout=None,
         http_retry_deadline=None,
+        limiter_timeout=None,
     )
     none: Optional[Any] = None
     assert (options.http_timeout, options.connect_timeout, options.handshake_timeout) == (none, none, none)
     assert (options.send_timeout, options.close_timeout, options.max_message_size) == (none, none, none)
     assert options.keepalive == (None, None)
     assert options.token_retry.deadline is None
+    assert options.limiter_timeout is None
 
 
 def test_messages_name_the_field_not_another() -> None:

@@ -128,13 +128,24 @@ class Ingress:
             else:
                 service.concurrency_refusals += 1
                 reply = HandshakeError(4003, "concurrency limit reached", close_code=4003)
+            service.open_connections += 1
+            service.max_open_connections = max(service.max_open_connections, service.open_connections)
         try:
-            conn._run(functools.partial(self._serve, conn, reply))
+            conn._run(functools.partial(self._serve_counted, conn, reply))
         finally:
             with service._lock:
                 if counted:
                     service.open_sessions -= 1
                 service._lock.notify_all()
+
+    def _serve_counted(self, conn: FakeConnection, reply: HandshakeReply) -> None:
+        """Serve ``conn``; it counts as open (``open_connections``) until its reading ends."""
+        try:
+            self._serve(conn, reply)
+        finally:
+            with self.service._lock:
+                self.service.open_connections -= 1
+                self.service._lock.notify_all()
 
     # -- v2: handshake, then the receive loop (v1: no handshake)
 

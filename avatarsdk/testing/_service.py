@@ -180,6 +180,16 @@ class FakeAvatarService(ServiceState):
                 self._lock.wait(remaining)
             return self.connections[want]
 
+    def wait_for_open_connections(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until exactly ``count`` WebSocket connections are open (see ``open_connections``)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.open_connections != count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self.open_connections} connections open, not {count}, after {timeout}s")
+                self._lock.wait(remaining)
+
     def find_request(self, req_id: str) -> Optional[Tuple[FakeConnection, FakeRequest]]:
         """The connection that received request ``req_id``, and the request as received (``None`` if none did)."""
         with self._lock:

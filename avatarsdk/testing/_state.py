@@ -77,6 +77,9 @@ class ServiceState:
         self.bootstrap_requests: List[TokenRequest] = []
         self.connections: List[FakeConnection] = []
         self.upgrade_attempts = 0
+        # WebSocket connections open now, and the most at once: from the upgrade's acceptance to the end of reading
+        self.open_connections = 0
+        self.max_open_connections = 0
         self._token_replies: List[TokenReply] = []
         self._bootstrap_replies: List[TokenReply] = []
         self._rejections: List[UpgradeRejection] = []
