@@ -69,6 +69,13 @@ class CloseCode(IntEnum):
     UPSTREAM_UNAVAILABLE = 4503
     """The service's upstream is unavailable (worth retrying with a new session)."""
 
+    # The number in text on every Python (3.9 and 3.10 would say "CloseCode.CREDITS_EXHAUSTED"), as 3.11 does.
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.value, format_spec)
+
 
 def close_code_value(code: Optional[int]) -> Union[CloseCode, int, None]:
     """``code`` as a :class:`CloseCode` when it is one of the service's, else as it is."""

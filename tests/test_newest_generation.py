@@ -306,6 +306,9 @@ def test_other_close_codes_stay_plain_numbers() -> None:
         value = close_code_value(plain)
         assert type(value) is int and value == plain
     assert close_code_value(None) is None
+    # as text, the number on every Python (3.9 and 3.10 would otherwise say "CloseCode.CONCURRENCY_LIMIT")
+    member = CloseCode.CONCURRENCY_LIMIT
+    assert (str(member), f"{member}", f"{member:>6d}", "%s" % member) == ("4003", "4003", "  4003", "4003")  # noqa: UP031 - logging formats so
     err = AvatarSDKError(AvatarSDKErrorCode.connectionClosed, "x", close_code=1006)
     assert type(err.close_code) is int
     derived = AvatarSDKError(AvatarSDKErrorCode.concurrencyLimit, "y", close_code=4003)._derive("z")
