@@ -392,7 +392,8 @@ def test_without_tqdm_a_terminal_gets_plain_lines(tmp_path: Path) -> None:
     status, out, err = run_on_terminal([sys.executable, "-c", MISSING_EXTRA, "tqdm", "send", "--local", audio])
     assert status == 0, out + err
     decoder = r"pcm_s16le, 16000 Hz, 1 channel\(s\); decoded by FFmpeg" if HAVE_PYAV else r"WAV 16-bit PCM, .*Python"
-    assert re.search(rf"\[1/1\] {re.escape(audio)}: 1\.00 s of audio \({decoder} while it is sent\), in chunks of 20 ms", out)
+    line = rf"\[1/1\] {re.escape(audio)}: 1\.00 s of audio \({decoder} while it is sent\), in chunks of 20 ms"
+    assert re.search(line, out)
     assert re.search(rf"\[1/1\] {re.escape(audio)}: request {REQ_ID} done, 25 frames", out)
     assert "%|" not in out
 

@@ -2,8 +2,8 @@
 module each (``demo``, ``send``, ``serve_local``, ``token``), with what they share in ``common``.
 
 The common options (``-v``, ``--local``, ``--ca-bundle``, ``--insecure``: ``common.COMMON_OPTIONS``) are
-taken before or after the command name, with the same meaning; ``serve-local`` connects nowhere and refuses
-the TLS ones.
+taken before or after the command name by every command, with the same meaning; ``serve-local`` connects
+nowhere and refuses the TLS ones (in either place).
 
 Exit status: 0 on success, 1 when the service (or the network) fails or the output cannot be written (a full
 disk), 2 for a usage error (arguments, credentials, files), 130 on Ctrl-C, 141 when the output's reader went
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
         command.add_arguments(sub)
-        add_common_options(sub, top=False, connects=command.NAME not in LOCAL_ONLY)
+        add_common_options(sub, top=False)
         sub.set_defaults(func=guarded(command.run))
     return parser
 

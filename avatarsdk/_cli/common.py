@@ -260,7 +260,7 @@ def add_credentials(parser: argparse.ArgumentParser, fields: Sequence[str]) -> N
 
 
 #: The options every command takes, before or after its name: ``(flags, dest, default, keywords)``. The TLS
-#: ones (:data:`CONNECTING_ONLY`) only to the commands that connect (``demo``, ``send``, ``token``).
+#: ones only matter to the commands that connect (``demo``, ``send``, ``token``).
 COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, Any, Dict[str, Any]], ...] = (
     (("-v", "--verbose"), "verbose", False, {"action": "store_true", "help": "show the SDK's debug logs"}),
     (
@@ -282,16 +282,14 @@ COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, Any, Dict[str, Any]], ...] = (
         {"action": "store_true", "help": "do not check the servers' certificates (credentials can be intercepted)"},
     ),
 )
-CONNECTING_ONLY = ("ca_bundle", "insecure")
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, top: bool, connects: bool = True) -> None:
+def add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """The common options on the top-level parser (``top``: with their defaults) or a command's parser (no
     default: a value given before the command name is kept unless given again after it)."""
     group = parser.add_argument_group("common options", None if top else "also accepted before the command name")
     for flags, dest, default, keywords in COMMON_OPTIONS:
-        if connects or dest not in CONNECTING_ONLY:
-            group.add_argument(*flags, dest=dest, default=default if top else argparse.SUPPRESS, **keywords)
+        group.add_argument(*flags, dest=dest, default=default if top else argparse.SUPPRESS, **keywords)
 
 
 def tls_options(args: argparse.Namespace, err: TextIO) -> Dict[str, Any]:

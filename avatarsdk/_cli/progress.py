@@ -1,5 +1,6 @@
 """``avatarsdk send``'s progress display: what one file's request is (:class:`FileRequest`), and a tqdm bar per
-file on a terminal or plain lines elsewhere. Every method runs on the command's main thread."""
+file on a terminal or plain lines elsewhere. ``sent`` runs on the thread that decodes and sends the file, every
+other method on the command's main thread; a lock keeps their lines apart."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class FileRequest:
 
 class Progress(Protocol):
     def start(self, req: FileRequest, chunk_ms: int) -> None: ...
+    def sent(self, req: FileRequest) -> None: ...
     def frame(self, req: FileRequest) -> None: ...
     def finish(self, req: FileRequest) -> None: ...
 
@@ -71,30 +73,36 @@ class PlainProgress:
         self._count = count
         self._number = 0
         self._quarter = 0
+        self._lock = threading.Lock()
 
     def start(self, req: FileRequest, chunk_ms: int) -> None:
         self._number += 1
         self._quarter = 0
         say(self._out, f"[{self._number}/{self._count}] {req.path}: {_audio(req)}, in chunks of {chunk_ms} ms")
 
-    def frame(self, req: FileRequest) -> None:
+    def sent(self, req: FileRequest) -> None:
         if req.seconds is None or req.seconds < QUARTER_LINES_FROM:
             return
         quarter = min(4, int(req.sent / req.seconds * 4))
         if quarter > self._quarter:
             self._quarter = quarter
-            say(
-                self._out,
-                f"[{self._number}/{self._count}] {req.path}: {req.sent:.1f} of {req.seconds:.1f} s sent, "
-                f"{req.frames} frames",
-            )
+            with self._lock:
+                say(
+                    self._out,
+                    f"[{self._number}/{self._count}] {req.path}: {req.sent:.1f} of {req.seconds:.1f} s sent, "
+                    f"{req.frames} frames back",
+                )
+
+    def frame(self, req: FileRequest) -> None:
+        pass
 
     def finish(self, req: FileRequest) -> None:
         state = "done" if req.ended else "incomplete"
-        say(
-            self._out,
-            f"[{self._number}/{self._count}] {req.path}: request {req.req_id or '-'} {state}, {req.frames} frames",
-        )
+        with self._lock:
+            say(
+                self._out,
+                f"[{self._number}/{self._count}] {req.path}: request {req.req_id or '-'} {state}, {req.frames} frames",
+            )
 
 
 class BarProgress:
@@ -106,10 +114,12 @@ class BarProgress:
         self._count = count
         self._tqdm = tqdm
         self._number = 0
+        self._shown = -1
         self._bar: Any = None
 
     def start(self, req: FileRequest, chunk_ms: int) -> None:
         self._number += 1
+        self._shown = -1
         self._bar = self._tqdm(
             total=req.expected_frames,
             desc=f"[{self._number}/{self._count}] {os.path.basename(req.path)}",
@@ -119,11 +129,15 @@ class BarProgress:
             dynamic_ncols=True,
         )
 
+    def sent(self, req: FileRequest) -> None:
+        bar = self._bar
+        if bar is not None and int(req.sent) != self._shown:
+            self._shown = int(req.sent)
+            bar.set_postfix_str(f"{self._shown} s sent")  # tqdm's own lock orders the refreshes
+
     def frame(self, req: FileRequest) -> None:
         bar = self._bar
         if bar is not None:
-            if not req.all_sent.is_set():
-                bar.set_postfix_str(f"{req.sent:.0f} s sent", refresh=False)
             bar.update(1)
 
     def finish(self, req: FileRequest) -> None:

@@ -29,6 +29,7 @@ from .common import (
     EXIT_USAGE,
     HINTS,
     SESSION_FIELDS,
+    OutputError,
     UsageError,
     add_credentials,
     credentials,
@@ -170,12 +171,13 @@ class _Sender:
     frames. A failure to read the file (``decode_error``) or to send (``send_error``) closes the request, so
     that its frames are no longer waited for; a send refused because the request was closed ends it quietly."""
 
-    def __init__(self, request: AvatarRequest, req: FileRequest, args: argparse.Namespace) -> None:
+    def __init__(self, request: AvatarRequest, req: FileRequest, args: argparse.Namespace, shown: Progress) -> None:
         self.decode_error: Optional[Exception] = None
         self.send_error: Optional[AvatarSDKError] = None
         self._request = request
         self._req = req
         self._args = args
+        self._shown = shown
         self._thread = threading.Thread(target=self._run, name="avatarsdk-cli-send", daemon=True)
         self._thread.start()
 
@@ -206,8 +208,15 @@ class _Sender:
                 except ValueError:  # closed by the main thread: a timeout, the session's error, Ctrl-C
                     return
                 req.sent = audio.decoded
+                self._progress()
         req.seconds = req.sent
         req.all_sent.set()
+
+    def _progress(self) -> None:
+        try:
+            self._shown.sent(self._req)
+        except OutputError:  # the main thread meets it too, and ends the command
+            pass
 
     def join(self) -> None:
         """Wait for the thread (the request is done or closed: its sends end quickly)."""
@@ -228,7 +237,7 @@ def _send_file(
         sender: Optional[_Sender] = None
         try:
             if errors.follow(request):
-                sender = _Sender(request, req, args)
+                sender = _Sender(request, req, args, shown)
                 timed_out = _take_frames(request, req, shown)
         finally:
             errors.follow(None)
