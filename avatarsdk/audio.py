@@ -10,7 +10,8 @@ FLAC, M4A and the rest need the ``audio`` extra (PyAV, which bundles FFmpeg)::
 
 Channels are averaged into one; the rate is converted with a band-limited (windowed-sinc, polyphase)
 resampler: pure Python for WAV, so the result does not depend on the extras installed, and FFmpeg's
-swresample for the formats PyAV decodes.
+swresample for the formats PyAV decodes. :func:`iter_audio` decodes a long file as it is read instead (FFmpeg
+for every format when PyAV is installed), chunk by chunk.
 """
 
 from __future__ import annotations
