@@ -14,7 +14,7 @@ from ._network import InsecureTransportWarning
 from ._options import SessionOptions
 from ._queue import Backlog
 from ._version import __version__
-from .audio import chunk_pcm, is_wav, load_audio
+from .audio import AudioStream, chunk_pcm, is_wav, iter_audio, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, CloseCode, RequestTimeoutError, SessionTokenError
 from .framefile import FrameWriter, read_frames
@@ -40,6 +40,7 @@ __all__ = [
     "TOKEN_ROUTES",
     "AgoraEgressConfig",
     "AudioFormat",
+    "AudioStream",
     "AvatarRequest",
     "AvatarSDKError",
     "AvatarSDKErrorCode",
@@ -75,6 +76,7 @@ __all__ = [
     "endpoints_for",
     "generate_log_id",
     "is_wav",
+    "iter_audio",
     "load_audio",
     "new_avatar_session",
     "read_frames",

@@ -16,9 +16,9 @@ import math
 from array import array
 from functools import lru_cache
 from operator import mul
-from typing import Callable, Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["MAX_PHASES", "ROLLOFF", "ZERO_CROSSINGS", "resample"]
+__all__ = ["MAX_PHASES", "ROLLOFF", "ZERO_CROSSINGS", "StreamResampler", "resample"]
 
 ZERO_CROSSINGS = 16
 ROLLOFF = 0.85
@@ -92,28 +92,66 @@ def resample(samples: Sequence[float], rate_in: int, rate_out: int) -> array:  #
         An ``array('d')`` of ``ceil(len(samples) * rate_out / rate_in)`` samples, aligned with the input
         (no delay: the filter is centred on each output position).
     """
-    if rate_in <= 0 or rate_out <= 0:
-        raise ValueError(f"sample rates must be positive, got {rate_in} and {rate_out}")
-    if rate_in == rate_out:
+    if rate_in == rate_out and rate_in > 0:
         return array("d", samples)
-    gcd = math.gcd(rate_in, rate_out)
-    up, down = rate_out // gcd, rate_in // gcd
-    half, phases, rows = _filter_bank(up, down)
-    padded = array("d", bytes(8 * half))
-    padded.extend(samples)
-    padded.extend(array("d", bytes(8 * (half + 1))))
-    count = output_length(len(samples), rate_in, rate_out)
-    out = array("d", bytes(8 * count))
-    taps = 2 * half
-    exact = phases == up
-    for n in range(count):
-        base, rem = divmod(n * down, up)
-        if exact:
-            phase = rem
-        else:
-            phase = (rem * phases + up // 2) // up
-            if phase == phases:
-                phase, base = 0, base + 1
-        start = base + 1  # == base - half + 1 in the unpadded signal
-        out[n] = _dot(rows[phase], padded[start : start + taps])
+    converter = StreamResampler(rate_in, rate_out)
+    out = converter.feed(samples)
+    out.extend(converter.flush())
     return out
+
+
+class StreamResampler:
+    """:func:`resample` block by block: :meth:`feed` each block of the signal, then :meth:`flush` once. The
+    outputs joined are exactly ``resample()`` of the whole signal; memory holds one block and the filter's
+    width. Not thread-safe (one signal, one thread)."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError(f"sample rates must be positive, got {rate_in} and {rate_out}")
+        gcd = math.gcd(rate_in, rate_out)
+        self._up, self._down = rate_out // gcd, rate_in // gcd
+        self._half, self._phases, self._rows = _filter_bank(self._up, self._down)
+        self._buf = array("d", bytes(8 * self._half))  # the signal padded with ``half`` zeros, from ``_offset``
+        self._offset = 0  # the index in the padded signal of ``_buf[0]``
+        self._received = 0  # input samples fed
+        self._next = 0  # the next output sample
+
+    def feed(self, samples: Sequence[float]) -> array:  # type: ignore[type-arg]
+        """The output samples that ``samples`` (the next block) completes."""
+        self._buf.extend(samples)
+        self._received += len(samples)
+        return self._run(None)
+
+    def flush(self) -> array:  # type: ignore[type-arg]
+        """The last output samples (the signal ends with the last block fed)."""
+        self._buf.extend(array("d", bytes(8 * (self._half + 1))))
+        return self._run(output_length(self._received, self._down, self._up))
+
+    def _run(self, count: Optional[int]) -> array:  # type: ignore[type-arg]
+        up, down, half, phases, rows = self._up, self._down, self._half, self._phases, self._rows
+        taps = 2 * half
+        exact = phases == up
+        buf, offset = self._buf, self._offset
+        out = array("d")
+        n = self._next
+        while True:
+            base, rem = divmod(n * down, up)
+            if exact:
+                phase = rem
+            else:
+                phase = (rem * phases + up // 2) // up
+                if phase == phases:
+                    phase, base = 0, base + 1
+            if count is None and base + half >= self._received:
+                break  # needs input not fed yet
+            if count is not None and n >= count:
+                break
+            start = base + 1 - offset  # == base - half + 1 in the unpadded signal
+            out.append(_dot(rows[phase], buf[start : start + taps]))
+            n += 1
+        self._next = n
+        keep = (n * down) // up - offset  # the next output's window starts past this
+        if keep > 0:
+            del buf[:keep]
+            self._offset = offset + keep
+        return out

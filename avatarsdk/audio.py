@@ -10,49 +10,30 @@ FLAC, M4A and the rest need the ``audio`` extra (PyAV, which bundles FFmpeg)::
 
 Channels are averaged into one; the rate is converted with a band-limited (windowed-sinc, polyphase)
 resampler: pure Python for WAV, so the result does not depend on the extras installed, and FFmpeg's
-swresample for the formats PyAV decodes.
+swresample for the formats PyAV decodes. :func:`iter_audio` decodes a long file as it is read instead (FFmpeg
+for every format when PyAV is installed), chunk by chunk.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
-import math
 import os
-import struct
-import sys
-from array import array
-from operator import add
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, Optional, Tuple, Union
 
-from ._resample import resample
+from ._audio_stream import AudioStream, ffmpeg_pieces, wav_pieces
+from ._wav import convert_wav, downmix, native, parse_wav, read_header, to_s16
 
 if TYPE_CHECKING:
     import av
 
-__all__ = ["chunk_pcm", "is_wav", "load_audio"]
+__all__ = ["AudioStream", "chunk_pcm", "is_wav", "iter_audio", "load_audio"]
 
 logger = logging.getLogger(__name__)
 
 AudioSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
 INSTALL_HINT = 'pip install "avatarsdk[audio]"'
-
-_WAVE_FORMAT_PCM = 0x0001
-_WAVE_FORMAT_IEEE_FLOAT = 0x0003
-_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-_KSDATAFORMAT_SUFFIX = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"  # bytes 2..15 of the GUID
-_WAV_TAG_NAMES = {
-    0x0002: "Microsoft ADPCM",
-    0x0006: "A-law",
-    0x0007: "mu-law",
-    0x0011: "IMA ADPCM",
-    0x0031: "GSM 6.10",
-    0x0055: "MP3",
-    0x0161: "WMA",
-}
-_UNKNOWN_SIZE = 0xFFFFFFFF  # streamed WAV / RF64: the real size is elsewhere (or the rest of the file)
 
 # Leading bytes of the compressed formats PyAV reads (checked when it is missing, to say so).
 _SIGNATURES = (
@@ -132,9 +113,9 @@ def load_audio(source: AudioSource, *, sample_rate: int = 16000) -> bytes:
         raise TypeError(f"source: expected a path or bytes, got {type(source).__name__}")
     logger.debug("loading %s (%d bytes) as %d Hz mono PCM", name, len(data), sample_rate)
     if data[:4] in (b"RIFF", b"RF64", b"RIFX"):
-        wav = _parse_wav(data, name)
+        wav = parse_wav(data, name)
         if wav.encoding is not None:
-            return _convert_wav(wav, sample_rate)
+            return convert_wav(wav, sample_rate)
         if _pyav_available():
             return _decode_with_pyav(data, name, sample_rate, f"FFmpeg cannot decode its {wav.description} audio")
         raise ValueError(
@@ -190,161 +171,127 @@ def _chunks(data: bytes, size: int) -> Iterator[Tuple[bytes, bool]]:
         yield data[start : start + size], start + size >= len(data)
 
 
-# ------------------------------------------------------------------------------------------- WAV
+def iter_audio(source: AudioSource, *, sample_rate: int = 16000, chunk_ms: int = 20) -> AudioStream:
+    """Decode an audio file as it is read, for sending while a long file is still being decoded::
 
+        with iter_audio("long.wav", sample_rate=16000, chunk_ms=20) as audio:
+            for chunk, end in audio:
+                session.send_audio(chunk, end=end)
 
-@dataclasses.dataclass
-class _Wav:
-    channels: int
-    rate: int
-    width: int  # bytes per sample in the container
-    encoding: Optional[str]  # "int" or "float"; None when the WAV holds compressed audio
-    description: str
-    data: memoryview
+    Memory holds a chunk and one block of the file, not the file. With the ``audio`` extra (PyAV), FFmpeg
+    decodes every format (WAV included), mixes the channels down and converts the rate (swresample), outside
+    the GIL for the most part; without it, WAV files are read as :func:`load_audio` reads them (pure Python,
+    the same samples, block by block) and other formats raise ``ImportError``. The header is read, checked
+    and the first chunk decoded before this returns, so an unreadable file fails here.
 
+    Args:
+        source: A path, or the file's bytes.
+        sample_rate: The rate of the chunks, in Hz (the session's ``sample_rate``).
+        chunk_ms: Milliseconds of audio per chunk.
 
-def _parse_wav(data: bytes, name: str) -> _Wav:
-    """The format and the sample bytes of a WAV file (RIFF or RF64), with every size checked."""
-    if len(data) < 12 or data[8:12] != b"WAVE":
-        raise ValueError(f"{name}: not a WAV file (a RIFF header without WAVE)")
-    if data[:4] == b"RIFX":
-        raise ValueError(f"{name}: big-endian WAV (RIFX) is not supported")
-    rf64 = data[:4] == b"RF64"
-    view = memoryview(data)
-    fmt: Optional[_Wav] = None
-    samples: Optional[memoryview] = None
-    ds64_data_size: Optional[int] = None
-    pos = 12
-    while pos + 8 <= len(data) and (fmt is None or samples is None):
-        chunk_id = bytes(data[pos : pos + 4])
-        (size,) = struct.unpack_from("<I", data, pos + 4)
-        body = pos + 8
-        if chunk_id == b"data":
-            if size == _UNKNOWN_SIZE:
-                size = ds64_data_size if rf64 and ds64_data_size is not None else len(data) - body
-            if body + size > len(data):
-                raise ValueError(
-                    f"{name}: truncated WAV file: the data chunk declares {size} bytes, {len(data) - body} follow"
-                )
-            samples = view[body : body + size]
-        elif body + size > len(data):
-            raise ValueError(f"{name}: truncated WAV file: the {chunk_id!r} chunk runs past the end of the file")
-        elif chunk_id == b"fmt ":
-            fmt = _parse_fmt(view[body : body + size], name)
-        elif chunk_id == b"ds64" and size >= 16:
-            (ds64_data_size,) = struct.unpack_from("<Q", data, body + 8)
-        pos = body + size + (size & 1)  # chunks are padded to an even size
-    if fmt is None:
-        raise ValueError(f"{name}: corrupt WAV file: no fmt chunk" + (" (truncated?)" if pos < len(data) else ""))
-    if samples is None:
-        raise ValueError(f"{name}: corrupt WAV file: no data chunk (truncated?)")
-    return dataclasses.replace(fmt, data=samples)
+    Returns:
+        An :class:`AudioStream` of ``(chunk, end)`` pairs, as :func:`chunk_pcm` gives.
 
-
-def _parse_fmt(chunk: memoryview, name: str) -> _Wav:
-    if len(chunk) < 16:
-        raise ValueError(f"{name}: corrupt WAV file: the fmt chunk has {len(chunk)} bytes, expected at least 16")
-    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", chunk)
-    if tag == _WAVE_FORMAT_EXTENSIBLE:
-        if len(chunk) < 40:
-            raise ValueError(f"{name}: corrupt WAV file: WAVE_FORMAT_EXTENSIBLE with a {len(chunk)}-byte fmt chunk")
-        guid = bytes(chunk[24:40])
-        if guid[2:] != _KSDATAFORMAT_SUFFIX:
-            raise ValueError(f"{name}: unsupported WAV encoding: WAVE_FORMAT_EXTENSIBLE sub-format {guid.hex()}")
-        (tag,) = struct.unpack_from("<H", guid)
-    if channels < 1 or rate < 1 or block_align < 1:
-        raise ValueError(
-            f"{name}: corrupt WAV file: {channels} channels, {rate} Hz, block align {block_align} in the fmt chunk"
-        )
-    width, rest = divmod(block_align, channels)
-    if tag == _WAVE_FORMAT_PCM:
-        encoding: Optional[str] = "int"
-        description = f"{bits}-bit PCM"
-        supported = width in (1, 2, 3, 4) and 0 < bits <= width * 8
-    elif tag == _WAVE_FORMAT_IEEE_FLOAT:
-        encoding = "float"
-        description = f"{bits}-bit float"
-        supported = width * 8 == bits and bits in (32, 64)
+    Raises:
+        ValueError: not an audio file, truncated or corrupt, or an unsupported encoding (the message names
+            the file and what was wrong); also from the iteration, for damage found later in the file.
+        ImportError: the file is not WAV and PyAV is not installed (the message says what to install).
+        OSError: the file cannot be read.
+        TypeError: an argument has the wrong type.
+    """
+    for field, value in (("sample_rate", sample_rate), ("chunk_ms", chunk_ms)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{field}: expected an int, got {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{field}: expected a positive int, got {value!r}")
+    path: Optional[str] = None
+    file: BinaryIO
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, file = "audio data", io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = name = os.fspath(source)
+        file = open(path, "rb")  # noqa: SIM115 - closed by the stream, or below
     else:
-        encoding = None
-        description = f"{_WAV_TAG_NAMES.get(tag, 'format')} (format tag 0x{tag:04X})"
-        supported = True
-    if encoding is not None and (rest or not supported):
-        raise ValueError(
-            f"{name}: unsupported or corrupt WAV format: {description}, {channels} channels, block align {block_align}"
+        raise TypeError(f"source: expected a path or bytes, got {type(source).__name__}")
+    try:
+        return _open_stream(file, path, name, sample_rate=sample_rate, chunk_ms=chunk_ms)
+    except BaseException:
+        file.close()
+        raise
+
+
+def _open_stream(file: BinaryIO, path: Optional[str], name: str, *, sample_rate: int, chunk_ms: int) -> AudioStream:
+    total = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    head = file.read(16)
+    file.seek(0)
+    pyav = _pyav_available()
+    what: Dict[str, Any] = {"name": name, "sample_rate": sample_rate, "chunk_ms": chunk_ms}
+    if head[:4] in (b"RIFF", b"RF64", b"RIFX"):
+        fmt, offset, size = read_header(file, total, name)
+        if fmt.encoding is not None and not pyav:
+            logger.debug("streaming %s (%d bytes) as %d Hz mono PCM", name, total, sample_rate)
+            return AudioStream(
+                **what,
+                pieces=wav_pieces(file, fmt, (offset, size), sample_rate, name),
+                close=file.close,
+                duration=size // (fmt.width * fmt.channels) / fmt.rate,
+                decoder="python",
+                source=f"WAV {fmt.description}, {fmt.rate} Hz, {fmt.channels} channel(s)",
+            )
+        if not pyav:
+            raise ValueError(
+                f"{name}: unsupported WAV encoding {fmt.description}; PCM integer and IEEE float WAV are read"
+                f" as they are, others need PyAV: {INSTALL_HINT}"
+            )
+        failure = "FFmpeg cannot decode it" if fmt.encoding else f"FFmpeg cannot decode its {fmt.description} audio"
+    elif pyav:
+        failure = "not a WAV file, and FFmpeg cannot decode it either"
+    else:
+        suffix = os.path.splitext(path or "")[1].lower()
+        kind = _sniff(head) or (suffix.lstrip(".").upper() if suffix in _COMPRESSED_SUFFIXES else None)
+        if kind is None:
+            raise ValueError(f"{name}: not a WAV file (no RIFF/WAVE header), and not a recognised audio format")
+        raise ImportError(f"{name}: reading {kind} audio needs PyAV (it bundles FFmpeg): {INSTALL_HINT}")
+    file.seek(0)
+    return _ffmpeg_stream(file, path, what, failure)
+
+
+def _ffmpeg_stream(file: BinaryIO, path: Optional[str], what: Dict[str, Any], failure: str) -> AudioStream:
+    """FFmpeg reads a path itself (its I/O outside the GIL), bytes through ``file``."""
+    import av  # noqa: PLC0415 - optional extra
+
+    name = what["name"]
+    try:
+        container = av.open(path if path is not None else file, mode="r")
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"{name}: {failure} ({exc.strerror or exc})") from exc
+
+    def close() -> None:
+        container.close()
+        file.close()
+
+    try:
+        if not container.streams.audio:
+            raise ValueError(f"{name}: no audio stream in the file")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            duration: Optional[float] = float(stream.duration * stream.time_base)
+        else:
+            duration = container.duration / 1_000_000 if container.duration else None
+        context = stream.codec_context
+        logger.debug("streaming %s: %s audio, %s Hz, decoded by FFmpeg", name, context.name, stream.rate)
+        return AudioStream(
+            **what,
+            pieces=ffmpeg_pieces(container, what["sample_rate"], name),
+            close=close,
+            duration=duration,
+            decoder="ffmpeg",
+            source=f"{context.name}, {stream.rate} Hz, {len(context.layout.channels)} channel(s)",
         )
-    return _Wav(channels, rate, width, encoding, description, memoryview(b""))
-
-
-def _convert_wav(wav: _Wav, sample_rate: int) -> bytes:
-    frame_bytes = wav.width * wav.channels
-    usable = len(wav.data) - len(wav.data) % frame_bytes
-    if usable != len(wav.data):
-        logger.debug("ignoring %d bytes of a partial sample frame at the end", len(wav.data) - usable)
-    raw = wav.data[:usable]
-    if wav.encoding == "int" and wav.width == 2 and wav.channels == 1 and wav.rate == sample_rate:
-        return bytes(raw)  # already what the service takes
-    interleaved, full_scale = _decode_samples(wav, raw)
-    mono = _downmix(interleaved, wav.channels, 1.0 / full_scale)
-    return _to_s16(resample(mono, wav.rate, sample_rate) if wav.rate != sample_rate else mono)
-
-
-def _decode_samples(wav: _Wav, raw: memoryview) -> Tuple[Sequence[float], float]:
-    """The interleaved samples as numbers, and the value of full scale."""
-    if wav.encoding == "float":
-        return _native("f" if wav.width == 4 else "d", raw), 1.0
-    if wav.width == 1:  # 8-bit WAV is unsigned: 128 is silence
-        return _native("b", bytes(raw).translate(_FLIP_SIGN)), 128.0
-    if wav.width == 2:
-        return _native("h", raw), 32768.0
-    if wav.width == 3:  # 24-bit: left-justify each sample in a 32-bit int (a zero low byte)
-        widened = bytearray(len(raw) // 3 * 4)
-        for byte in range(3):
-            widened[byte + 1 :: 4] = raw[byte::3]
-        raw = memoryview(widened)
-    return _native(_INT32, raw), 2147483648.0
-
-
-_FLIP_SIGN = bytes((b ^ 0x80) for b in range(256))
-
-
-_INT32 = "i" if array("i").itemsize == 4 else "l"
-
-
-def _native(typecode: str, data: Union[bytes, memoryview]) -> Sequence[float]:
-    """Little-endian samples of ``typecode`` as an array in the machine's byte order."""
-    values = array(typecode)
-    values.frombytes(data)
-    if sys.byteorder == "big" and values.itemsize > 1:
-        values.byteswap()
-    return values
-
-
-def _downmix(interleaved: Sequence[float], channels: int, gain: float) -> Sequence[float]:
-    """The average of the channels as ``array('d')``, times ``gain``."""
-    total: Iterable[float] = interleaved[0::channels]
-    for channel in range(1, channels):
-        total = map(add, total, interleaved[channel::channels])
-    factor = gain / channels
-    return array("d", [value * factor for value in total])
-
-
-def _to_s16(samples: Iterable[float]) -> bytes:
-    """Full-scale floats (±1.0) as PCM s16le: rounded, clipped; NaN becomes silence."""
-    out = array("h", [_clip(value * 32768.0) for value in samples])
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out.tobytes()
-
-
-def _clip(value: float) -> int:
-    if math.isnan(value):
-        return 0
-    if value >= 32767.0:
-        return 32767
-    if value <= -32768.0:
-        return -32768
-    return round(value)
+    except BaseException:
+        close()
+        raise
 
 
 # ----------------------------------------------------------------------------------------- PyAV
@@ -390,7 +337,7 @@ def _decode_with_pyav(data: bytes, name: str, sample_rate: int, failure: str) ->
         raise ValueError(f"{name}: {failure} ({reason})") from exc
     if not pieces:
         return b""
-    return _to_s16(_downmix(_native("f", bytes(pieces)), channels, 1.0))
+    return to_s16(downmix(native("f", bytes(pieces)), channels, 1.0))
 
 
 def _append_packed(pieces: bytearray, frame: av.AudioFrame, channels: int, name: str) -> int:

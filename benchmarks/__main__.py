@@ -1,4 +1,5 @@
-"""``python -m benchmarks`` (the comparison) or ``python -m benchmarks soak`` (the soak): see the README."""
+"""``python -m benchmarks`` (the comparison), ``python -m benchmarks soak`` (the soak) or ``python -m benchmarks
+big-file`` (``avatarsdk send`` of a long file): see the README."""
 
 from __future__ import annotations
 
@@ -11,4 +12,8 @@ if __name__ == "__main__":
         from .soak import main as soak
 
         sys.exit(soak(sys.argv[2:]))
+    if sys.argv[1:2] == ["big-file"]:
+        from .big_file import main as big_file
+
+        sys.exit(big_file(sys.argv[2:]))
     sys.exit(main())

@@ -10,17 +10,20 @@ takes all the variables or none, and runs on the stand-in with none (:func:`cred
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import warnings
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from .. import REGIONS, AvatarSDKError, AvatarSDKErrorCode
+from .. import REGIONS, AvatarSDKError, AvatarSDKErrorCode, InsecureTransportWarning
 
 if TYPE_CHECKING:
     from ..testing import FakeAvatarService
 
 EXIT_OK, EXIT_SERVICE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program that SIGPIPE ended (``... | head -1``)
 
 #: Environment variable of each credential (the demo, the commands and the samples read them).
 ENV_VARS = {
@@ -76,10 +79,58 @@ class UsageError(Exception):
     """Bad arguments, credentials or input files: exit status 2."""
 
 
+class OutputError(Exception):
+    """The command's output cannot be written: its reader went away (a closed pipe), or the disk is full."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.strerror or str(cause))
+        self.errno = cause.errno
+
+
 def say(stream: TextIO, *lines: str) -> None:
-    """Write ``lines`` to ``stream`` and flush (another process may be reading it line by line)."""
-    stream.write("".join(line + "\n" for line in lines))
-    stream.flush()
+    """Write ``lines`` to ``stream`` and flush (another process may be reading it line by line).
+
+    Raises:
+        OutputError: the stream cannot be written.
+    """
+    try:
+        stream.write("".join(line + "\n" for line in lines))
+        stream.flush()
+    except OSError as exc:
+        raise OutputError(exc) from exc
+
+
+def flush_output() -> None:
+    """Flush stdout now, so that output still buffered (argparse's help) fails here rather than at exit.
+
+    Raises:
+        OutputError: it cannot be written.
+    """
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        raise OutputError(exc) from exc
+    except ValueError:  # closed
+        pass
+
+
+def output_failed(exc: OutputError) -> int:
+    """End quietly after output failed: a closed pipe says nothing (exit 141, as SIGPIPE would); another
+    failure (a full disk) one line on stderr (exit 1, as coreutils do). Whatever is still buffered for stdout
+    is dropped, so that the interpreter's flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    if exc.errno == errno.EPIPE:
+        return EXIT_BROKEN_PIPE
+    try:
+        say(sys.stderr, f"error: cannot write the output: {exc}")
+    except OutputError:
+        pass
+    return EXIT_SERVICE
 
 
 def ms(seconds: float) -> str:
@@ -206,11 +257,65 @@ def add_credentials(parser: argparse.ArgumentParser, fields: Sequence[str]) -> N
         if name == "region":
             text = f"{', '.join(REGIONS)} or auto, for both URLs (a URL given wins); {text}"
         group.add_argument(FLAGS[name], dest=name, metavar="VALUE", help=text)
-    group.add_argument(
-        "--local",
-        action="store_true",
-        help=f"use the built-in stand-in service (also {LOCAL_ENV}=1; needs the testing extra)",
-    )
+
+
+#: The options every command takes, before or after its name: ``(flags, dest, default, keywords)``. The TLS
+#: ones only matter to the commands that connect (``demo``, ``send``, ``token``).
+COMMON_OPTIONS: Tuple[Tuple[Tuple[str, ...], str, Any, Dict[str, Any]], ...] = (
+    (("-v", "--verbose"), "verbose", False, {"action": "store_true", "help": "show the SDK's debug logs"}),
+    (
+        ("--local",),
+        "local",
+        False,
+        {"action": "store_true", "help": f"use the built-in stand-in service (also {LOCAL_ENV}=1)"},
+    ),
+    (
+        ("--ca-bundle",),
+        "ca_bundle",
+        None,
+        {"metavar": "PEM", "help": "trust the certificate authorities in this PEM file instead of the default store"},
+    ),
+    (
+        ("--insecure",),
+        "insecure",
+        False,
+        {"action": "store_true", "help": "do not check the servers' certificates (credentials can be intercepted)"},
+    ),
+)
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The common options on the top-level parser (``top``: with their defaults) or a command's parser (no
+    default: a value given before the command name is kept unless given again after it)."""
+    group = parser.add_argument_group("common options", None if top else "also accepted before the command name")
+    for flags, dest, default, keywords in COMMON_OPTIONS:
+        group.add_argument(*flags, dest=dest, default=default if top else argparse.SUPPRESS, **keywords)
+
+
+def tls_options(args: argparse.Namespace, err: TextIO) -> Dict[str, Any]:
+    """The library's ``ca_bundle`` / ``verify_tls`` from ``--ca-bundle`` / ``--insecure``; ``--insecure`` warns
+    on one line of ``err`` (the library's warning, and urllib3's for each request, are not shown again).
+
+    Raises:
+        UsageError: both given, or the bundle is not a file.
+    """
+    if args.ca_bundle and args.insecure:
+        raise UsageError("--ca-bundle and --insecure: give one (--insecure checks no certificate at all)")
+    if args.ca_bundle:
+        if not os.path.isfile(args.ca_bundle):
+            raise UsageError(f"--ca-bundle: expected a PEM file, got {args.ca_bundle!r} (no such file)")
+        return {"ca_bundle": args.ca_bundle}
+    if not args.insecure:
+        return {}
+    warnings.filterwarnings("ignore", category=InsecureTransportWarning)
+    try:
+        from urllib3.exceptions import InsecureRequestWarning  # noqa: PLC0415 - requests' dependency
+    except ImportError:  # pragma: no cover - requests always brings urllib3
+        pass
+    else:
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+    say(err, "warning: --insecure: the servers' certificates are not checked; credentials can be intercepted")
+    return {"verify_tls": False}
 
 
 def guarded(run: Callable[[argparse.Namespace, TextIO, TextIO], int]) -> Callable[[argparse.Namespace], int]:

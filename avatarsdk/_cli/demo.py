@@ -1,14 +1,15 @@
 """``avatarsdk demo`` (also ``python -m avatarsdk demo``): the five steps (create, init, start, send_audio,
 close) with frames on the ``transport_frames`` callback, printed step by step, against the built-in stand-in
-or, when every ``AVATARSDK_*`` variable is set, the real service. Its output (errors included) goes to stdout.
+or, when every ``AVATARSDK_*`` variable is set (and neither ``--local`` nor ``AVATARSDK_LOCAL=1`` is given), the
+real service. Its output (errors included) goes to stdout, a line at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import struct
-import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -17,7 +18,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, TextIO
 
 from .. import AvatarSDKError, AvatarSession, new_avatar_session
-from .common import EXIT_OK, EXIT_SERVICE, EXIT_USAGE, UsageError, credentials_from_env, fake_service, ms
+from .common import (
+    EXIT_OK,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    LOCAL_ENV,
+    OutputError,
+    UsageError,
+    credentials_from_env,
+    fake_service,
+    ms,
+    say,
+    tls_options,
+)
 
 
 def tone(seconds: float, sample_rate: int = 16000, frequency: float = 220.0) -> bytes:
@@ -70,20 +83,26 @@ class _Callbacks:
 
     def on_error(self, err: AvatarSDKError) -> None:
         self.errors.append(err)
-        print(f"  on_error {err}", file=self._out)
+        try:
+            say(self._out, f"  on_error {err}")
+        except OutputError:  # the main thread finds out on its next line
+            pass
         for req in self.sent.values():
             req.done.set()
 
 
-def run(seconds: float, chunk_ms: int, utterances: int, local: bool, out: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run the demo; return the process exit status."""
+    seconds, chunk_ms, utterances = args.seconds, args.chunk_ms, args.utterances
     if seconds <= 0 or chunk_ms <= 0 or utterances <= 0:
-        print("error: --seconds, --chunk-ms and --utterances must be positive", file=out)
+        say(out, "error: --seconds, --chunk-ms and --utterances must be positive")
         return EXIT_USAGE
+    local = args.local or os.environ.get(LOCAL_ENV, "") == "1"
     try:
+        network = tls_options(args, err)
         creds = None if local else credentials_from_env()
-    except ValueError as exc:
-        print(f"error: {exc}", file=out)
+    except (UsageError, ValueError) as exc:
+        say(out, f"error: {exc}")
         return EXIT_USAGE
     kwargs: Dict[str, Any]
     with ExitStack() as stack:
@@ -91,20 +110,20 @@ def run(seconds: float, chunk_ms: int, utterances: int, local: bool, out: TextIO
             try:
                 service = stack.enter_context(fake_service())
             except UsageError as exc:
-                print(f"error: {exc}", file=out)
+                say(out, f"error: {exc}")
                 return EXIT_USAGE
             kwargs = service.session_kwargs()
-            print("avatarsdk demo: built-in stand-in service (no credentials needed)", file=out)
+            say(out, "avatarsdk demo: built-in stand-in service (no credentials needed)")
         else:
-            kwargs = dict(creds, expire_at=datetime.now(timezone.utc) + timedelta(minutes=15))
-            print("avatarsdk demo: real service (credentials from AVATARSDK_* variables)", file=out)
+            kwargs = dict(creds, expire_at=datetime.now(timezone.utc) + timedelta(minutes=15), **network)
+            say(out, "avatarsdk demo: real service (credentials from AVATARSDK_* variables)")
         for label, name in (
             ("region ", "region"),
             ("console", "console_endpoint_url"),
             ("ingress", "ingress_endpoint_url"),
         ):
             if kwargs.get(name):
-                print(f"  {label}  {kwargs[name]}", file=out)
+                say(out, f"  {label}  {kwargs[name]}")
         return _five_steps(kwargs, seconds, chunk_ms, utterances, out)
 
 
@@ -113,7 +132,7 @@ def _five_steps(kwargs: Dict[str, Any], seconds: float, chunk_ms: int, utterance
     session = new_avatar_session(
         **kwargs, transport_frames=calls.on_frame, on_error=calls.on_error, on_close=calls.closed.set
     )
-    print(f"1. create   avatar {session.config.avatar_id}, {session.config.sample_rate} Hz PCM", file=out)
+    say(out, f"1. create   avatar {session.config.avatar_id}, {session.config.sample_rate} Hz PCM")
     try:
         _connect(session, out)
         pcm = tone(seconds, session.config.sample_rate)
@@ -121,27 +140,27 @@ def _five_steps(kwargs: Dict[str, Any], seconds: float, chunk_ms: int, utterance
         pieces = [pcm[i : i + chunk] for i in range(0, len(pcm), chunk)]
         for n in range(utterances):
             req = _send(session, calls, pieces, max(30.0, seconds * 10), out)
-            print(
+            say(
+                out,
                 f"4. send     request {req.req_id} ({n + 1}/{utterances}): {seconds:.2f} s of audio in"
                 f" {len(pieces)} chunks of {chunk_ms} ms",
-                file=out,
             )
             first = ms(req.first_at - req.sent_at) if req.first_at else "-"
             last = ms(req.last_at - req.sent_at) if req.last_at else "-"
-            print(
+            say(
+                out,
                 f"            frames received: {req.frames} ({req.size:,} bytes); first frame after {first},"
                 f" last after {last}",
-                file=out,
             )
     except AvatarSDKError as err:
-        print(f"error: {err}", file=out)
+        say(out, f"error: {err}")
         return EXIT_SERVICE
     except ValueError as err:
-        print(f"error: {err}", file=out)
+        say(out, f"error: {err}")
         return EXIT_USAGE
     finally:
         session.close()
-    print(f"5. close    session closed (on_close called: {calls.closed.is_set()})", file=out)
+    say(out, f"5. close    session closed (on_close called: {calls.closed.is_set()})")
     return EXIT_SERVICE if calls.errors else EXIT_OK
 
 
@@ -150,14 +169,14 @@ def _connect(session: AvatarSession, out: TextIO) -> None:
     started = time.perf_counter()
     session.init()
     expires = session.config.expire_at.astimezone(timezone.utc) if session.config.expire_at else None
-    print(
+    say(
+        out,
         f"2. init     session token obtained in {ms(time.perf_counter() - started)}"
         f" (valid until {expires:%Y-%m-%d %H:%M:%S} UTC; the token itself is never printed)",
-        file=out,
     )
     started = time.perf_counter()
     connection_id = session.start()
-    print(f"3. start    connection id {connection_id} ({ms(time.perf_counter() - started)})", file=out)
+    say(out, f"3. start    connection id {connection_id} ({ms(time.perf_counter() - started)})")
 
 
 def _send(session: AvatarSession, calls: _Callbacks, pieces: List[bytes], wait: float, out: TextIO) -> _Request:
@@ -170,20 +189,21 @@ def _send(session: AvatarSession, calls: _Callbacks, pieces: List[bytes], wait: 
     assert req is not None
     calls.sent[req.req_id] = req
     if not req.done.wait(wait):
-        print(f"  request {req.req_id}: no last frame within the wait", file=out)
+        say(out, f"  request {req.req_id}: no last frame within the wait")
     return req
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``demo``."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the five steps (create, init, start, send_audio, close) and print what happened",
-        description="Runs against the built-in stand-in service unless AVATARSDK_API_KEY, AVATARSDK_APP_ID, "
-        "AVATARSDK_AVATAR_ID, AVATARSDK_CONSOLE_URL and AVATARSDK_INGRESS_URL are all set.",
-    )
+NAME = "demo"
+HELP = "run the five steps (create, init, start, send_audio, close) and print what happened"
+DESCRIPTION = (
+    "Runs against the built-in stand-in service unless AVATARSDK_API_KEY, AVATARSDK_APP_ID, AVATARSDK_AVATAR_ID, "
+    "AVATARSDK_CONSOLE_URL and AVATARSDK_INGRESS_URL are all set (and neither --local nor AVATARSDK_LOCAL=1 is "
+    "given). Against the real service, the session is billed for the seconds it is connected (a few)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``demo``'s arguments."""
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per utterance (default 2)")
     parser.add_argument("--chunk-ms", type=int, default=100, help="milliseconds of audio per send (default 100)")
     parser.add_argument("--utterances", type=int, default=2, help="requests to send (default 2)")
-    parser.add_argument("--local", action="store_true", help="use the built-in stand-in even if credentials are set")
-    parser.set_defaults(func=lambda args: run(args.seconds, args.chunk_ms, args.utterances, args.local, sys.stdout))

@@ -8,9 +8,8 @@ import os
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Protocol, TextIO, Tuple
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 from urllib.parse import urlsplit
 
 from .. import (
@@ -20,161 +19,46 @@ from .. import (
     AvatarSession,
     FrameWriter,
     RequestTimeoutError,
-    chunk_pcm,
-    load_audio,
+    iter_audio,
     new_avatar_session,
 )
 from .._validation import PCM_SAMPLE_RATES
 from .common import (
     EXIT_OK,
     EXIT_SERVICE,
+    EXIT_USAGE,
     HINTS,
     SESSION_FIELDS,
+    OutputError,
     UsageError,
     add_credentials,
     credentials,
     error_line,
     ms,
     say,
+    tls_options,
 )
-
-FRAME_SECONDS = 0.04  # the service sends 25 animation frames per second of audio
-
-
-@dataclass
-class _Request:
-    """One file's request and what came back for it."""
-
-    path: str
-    pcm: bytes
-    seconds: float
-    keep_frames: bool
-    req_id: str = ""
-    started: float = 0.0
-    frames: int = 0
-    size: int = 0
-    first_at: Optional[float] = None
-    last_at: Optional[float] = None
-    ended: bool = False
-    saved: List[Tuple[bytes, bool]] = field(default_factory=list)
-
-    @property
-    def expected_frames(self) -> int:
-        return max(1, round(self.seconds / FRAME_SECONDS))
-
-    def add(self, frame: bytes, last: bool, now: float) -> None:
-        self.frames += 1
-        self.size += len(frame)
-        if self.first_at is None:
-            self.first_at = now
-        self.last_at = now
-        self.ended = self.ended or last
-        if self.keep_frames:
-            self.saved.append((frame, last))
-
-
-# --------------------------------------------------------------------------------------- progress
-
-
-class _Progress(Protocol):
-    def start(self, req: _Request, chunk_ms: int) -> None: ...
-    def frame(self) -> None: ...
-    def finish(self, req: _Request) -> None: ...
-
-
-class _PlainProgress:
-    """A line when a file starts and one when its last frame arrives."""
-
-    def __init__(self, out: TextIO, count: int) -> None:
-        self._out = out
-        self._count = count
-        self._number = 0
-
-    def start(self, req: _Request, chunk_ms: int) -> None:
-        self._number += 1
-        say(
-            self._out,
-            f"[{self._number}/{self._count}] {req.path}: {req.seconds:.2f} s of audio in chunks of {chunk_ms} ms",
-        )
-
-    def frame(self) -> None:
-        pass
-
-    def finish(self, req: _Request) -> None:
-        state = "done" if req.ended else "incomplete"
-        say(
-            self._out,
-            f"[{self._number}/{self._count}] {req.path}: request {req.req_id or '-'} {state}, {req.frames} frames",
-        )
-
-
-class _BarProgress:
-    """A tqdm bar per file: frames received out of those expected for its audio (25 per second)."""
-
-    def __init__(self, out: TextIO, count: int, tqdm: Any) -> None:
-        self._out = out
-        self._count = count
-        self._tqdm = tqdm
-        self._number = 0
-        self._bar: Any = None
-
-    def start(self, req: _Request, chunk_ms: int) -> None:
-        self._number += 1
-        self._bar = self._tqdm(
-            total=req.expected_frames,
-            desc=f"[{self._number}/{self._count}] {os.path.basename(req.path)}",
-            unit="frame",
-            file=self._out,
-            leave=True,
-            dynamic_ncols=True,
-        )
-
-    def frame(self) -> None:
-        bar = self._bar
-        if bar is not None:
-            bar.update(1)
-
-    def finish(self, req: _Request) -> None:
-        bar, self._bar = self._bar, None
-        if bar is not None:
-            if req.ended:
-                bar.total = bar.n  # the service decides the count; a finished request is 100 %
-            bar.close()
-
-
-def _progress(out: TextIO, count: int) -> _Progress:
-    """A tqdm bar when ``out`` is a terminal and tqdm (extra ``cli``) is installed, else plain lines."""
-    if out.isatty():
-        try:
-            from tqdm import tqdm  # noqa: PLC0415 - optional extra
-        except ImportError:
-            pass
-        else:
-            return _BarProgress(out, count, tqdm)
-    return _PlainProgress(out, count)
-
-
-# ------------------------------------------------------------------------------------------- send
+from .progress import FileRequest, Progress, progress
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """``avatarsdk send FILE...``: one session, one request per file; a summary table at the end."""
-    out_dir = _check_args(args)
-    requests = []
-    for path in args.files:
-        try:
-            pcm = load_audio(path, sample_rate=args.sample_rate)
-        except (ValueError, ImportError) as exc:
-            raise UsageError(str(exc)) from exc
-        requests.append(_Request(path, pcm, len(pcm) / 2 / args.sample_rate, keep_frames=out_dir is not None))
+    """``avatarsdk send FILE...``: one session, one request per file; a summary table at the end.
 
+    In order: the arguments and files are checked, then the credentials (and TLS options), then each file's
+    header (nothing is decoded beyond its first chunk), and only then the session starts; each file is
+    decoded while it is sent, one at a time."""
+    out_dir = _check_args(args)
+    network = tls_options(args, err)
     with ExitStack() as stack:
         found, local = credentials(args, SESSION_FIELDS, stack)
+        requests = [_probe(path, args, keep_frames=out_dir is not None) for path in args.files]
+        errors = _Errors()
+        session = _session(args, found, network, errors)
         ingress = found.get("ingress_endpoint_url")
         where = urlsplit(ingress).netloc if ingress else f"region {found.get('region')}"
         where = "built-in stand-in service" if local else where
         say(out, f"avatarsdk send: {len(requests)} file(s) to {where}")
-        status, failure = _send_all(args, found, requests, out)
+        status, failure = _send_all(session, args, requests, out, errors)
     _print_table(requests, out)
     if out_dir is not None:
         _save_frames(requests, out_dir, out)
@@ -184,18 +68,50 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> Optional[Path]:
-    """Check the arguments but the files' contents; return ``--out``'s directory, if given."""
+    """Check the arguments and that each file is a non-empty file; return ``--out``'s directory, if given."""
     if args.chunk_ms <= 0:
         raise UsageError(f"--chunk-ms: expected a positive number of milliseconds, got {args.chunk_ms}")
     if not 0 < args.timeout <= 24 * 3600:
         raise UsageError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
     for path in args.files:
+        if os.path.isdir(path):
+            raise UsageError(f"{path}: is a directory; give the audio files in it")
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such file")
+        if os.path.getsize(path) == 0:
+            raise UsageError(f"{path}: the file is empty")
     out_dir: Optional[Path] = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out: {out_dir} is not a directory")
     return out_dir
+
+
+def _probe(path: str, args: argparse.Namespace, *, keep_frames: bool) -> FileRequest:
+    """Read a file's header (and its first chunk) to fail before connecting; the file is opened again to send."""
+    try:
+        with iter_audio(path, sample_rate=args.sample_rate, chunk_ms=args.chunk_ms) as audio:
+            return FileRequest(path, audio.duration, audio.source, audio.decoder, keep_frames)
+    except (ValueError, ImportError, OSError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _session(
+    args: argparse.Namespace, found: Dict[str, str], network: Dict[str, Any], errors: _Errors
+) -> AvatarSession:
+    try:
+        return new_avatar_session(
+            avatar_id=found["avatar_id"],
+            api_key=found["api_key"],
+            app_id=found["app_id"],
+            console_endpoint_url=found.get("console_endpoint_url", ""),
+            ingress_endpoint_url=found.get("ingress_endpoint_url", ""),
+            region=found.get("region"),
+            sample_rate=args.sample_rate,
+            on_error=errors,
+            **network,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc
 
 
 class _Errors:
@@ -227,36 +143,22 @@ class _Errors:
 
 
 def _send_all(
-    args: argparse.Namespace, found: Dict[str, str], requests: List[_Request], out: TextIO
+    session: AvatarSession, args: argparse.Namespace, requests: List[FileRequest], out: TextIO, errors: _Errors
 ) -> Tuple[int, Optional[str]]:
     """Run the session; return the exit status and the error line, if any (the session's first error, which
     ``on_error`` reports, before what a request lacked)."""
-    errors = _Errors()
-    try:
-        session = new_avatar_session(
-            avatar_id=found["avatar_id"],
-            api_key=found["api_key"],
-            app_id=found["app_id"],
-            console_endpoint_url=found.get("console_endpoint_url", ""),
-            ingress_endpoint_url=found.get("ingress_endpoint_url", ""),
-            region=found.get("region"),
-            sample_rate=args.sample_rate,
-            on_error=errors,
-        )
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from exc
-    progress = _progress(out, len(requests))
+    shown = progress(out, len(requests))
     try:
         session.init()
         connection_id = session.start()
         say(out, f"connected: connection id {connection_id}")
         for req in requests:
-            failure = _send_file(session, req, args, progress, errors)
+            failure = _send_file(session, req, args, shown, errors)
             first = errors.first
             if first is not None:
                 return EXIT_SERVICE, error_line(first)
             if failure is not None:
-                return EXIT_SERVICE, failure
+                return failure
     except AvatarSDKError as exc:
         return EXIT_SERVICE, error_line(errors.first or exc)
     finally:
@@ -264,48 +166,116 @@ def _send_all(
     return EXIT_OK, None
 
 
+class _Sender:
+    """The thread that decodes one file and sends it as the request's chunks while the main thread takes the
+    frames. A failure to read the file (``decode_error``) or to send (``send_error``) closes the request, so
+    that its frames are no longer waited for; a send refused because the request was closed ends it quietly."""
+
+    def __init__(self, request: AvatarRequest, req: FileRequest, args: argparse.Namespace, shown: Progress) -> None:
+        self.decode_error: Optional[Exception] = None
+        self.send_error: Optional[AvatarSDKError] = None
+        self._request = request
+        self._req = req
+        self._args = args
+        self._shown = shown
+        self._thread = threading.Thread(target=self._run, name="avatarsdk-cli-send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        req, request = self._req, self._request
+        try:
+            audio = iter_audio(req.path, sample_rate=self._args.sample_rate, chunk_ms=self._args.chunk_ms)
+        except (ValueError, ImportError, OSError) as exc:
+            self.decode_error = exc
+            request.close()
+            return
+        with audio:
+            while True:
+                try:
+                    chunk, end = next(audio)
+                except StopIteration:
+                    break
+                except (ValueError, OSError) as exc:
+                    self.decode_error = exc
+                    request.close()
+                    return
+                try:
+                    request.send(chunk, end=end)
+                except AvatarSDKError as exc:
+                    self.send_error = exc
+                    request.close()
+                    return
+                except ValueError:  # closed by the main thread: a timeout, the session's error, Ctrl-C
+                    return
+                req.sent = audio.decoded
+                self._progress()
+        req.seconds = req.sent
+        req.all_sent.set()
+
+    def _progress(self) -> None:
+        try:
+            self._shown.sent(self._req)
+        except OutputError:  # the main thread meets it too, and ends the command
+            pass
+
+    def join(self) -> None:
+        """Wait for the thread (the request is done or closed: its sends end quickly)."""
+        self._thread.join(10.0)
+
+
 def _send_file(
-    session: AvatarSession, req: _Request, args: argparse.Namespace, progress: _Progress, errors: _Errors
-) -> Optional[str]:
-    """Send one file as one request and take its frames; return the error line if its last frame did not
-    come (``--timeout`` seconds after the request opened, or the session ended first)."""
-    progress.start(req, args.chunk_ms)
+    session: AvatarSession, req: FileRequest, args: argparse.Namespace, shown: Progress, errors: _Errors
+) -> Optional[Tuple[int, str]]:
+    """Send one file as one request while taking its frames; return the exit status and error line if its
+    last frame did not come (no frame for ``--timeout`` seconds, the file could not be read, or the session
+    ended first)."""
+    shown.start(req, args.chunk_ms)
     req.started = time.perf_counter()
     timed_out = False
-    with session.open_request(frame_timeout=None, deadline=args.timeout) as request:
-        for chunk, end in chunk_pcm(req.pcm, sample_rate=args.sample_rate, chunk_ms=args.chunk_ms):
-            request.send(chunk, end=end)
-            req.req_id = request.req_id
+    with session.open_request(frame_timeout=args.timeout) as request:
+        req.req_id = request.req_id
+        sender: Optional[_Sender] = None
         try:
-            timed_out = errors.follow(request) and _take_frames(request, req, progress)
+            if errors.follow(request):
+                sender = _Sender(request, req, args, shown)
+                timed_out = _take_frames(request, req, shown)
         finally:
             errors.follow(None)
-    progress.finish(req)
+            request.close()
+            if sender is not None:
+                sender.join()
+    shown.finish(req)
+    if sender is not None and sender.decode_error is not None:
+        return EXIT_USAGE, f"error: {sender.decode_error}"
+    if sender is not None and sender.send_error is not None and errors.first is None:
+        return EXIT_SERVICE, error_line(sender.send_error)
     if timed_out:
-        return (
-            f"error: timeout: no last frame for {req.path} (request {req.req_id}) within"
-            f" {args.timeout:g} s (hint: raise --timeout, or run with --verbose)"
+        return EXIT_SERVICE, (
+            f"error: timeout: no frame for {args.timeout:g} s, so no last frame for {req.path} (request"
+            f" {req.req_id}) (hint: raise --timeout, or run with --verbose)"
         )
-    if not req.ended:
+    if not req.ended and errors.first is None:
         closed = AvatarSDKErrorCode.connectionClosed
-        return f"error: {closed.value}: the service ended the session during {req.path} (hint: {HINTS[closed]})"
+        return EXIT_SERVICE, (
+            f"error: {closed.value}: the service ended the session during {req.path} (hint: {HINTS[closed]})"
+        )
     return None
 
 
-def _take_frames(request: AvatarRequest, req: _Request, progress: _Progress) -> bool:
+def _take_frames(request: AvatarRequest, req: FileRequest, shown: Progress) -> bool:
     """Take the request's frames until its last; return whether ``--timeout`` passed first."""
     try:
         for frame in request:
             req.add(frame.data, frame.last, time.perf_counter())
-            progress.frame()
+            shown.frame(req)
     except RequestTimeoutError:
         return True
-    except (AvatarSDKError, ValueError):  # the session ended first, or on_error closed the request
+    except (AvatarSDKError, ValueError):  # the session ended first, or on_error (or the sender) closed it
         return False
     return False
 
 
-def _print_table(requests: List[_Request], out: TextIO) -> None:
+def _print_table(requests: List[FileRequest], out: TextIO) -> None:
     headers = ("file", "req_id", "audio", "frames", "bytes", "first frame", "duration")
     rows = []
     for req in requests:
@@ -325,7 +295,7 @@ def _print_table(requests: List[_Request], out: TextIO) -> None:
     say(out, *lines)
 
 
-def _save_frames(requests: List[_Request], out_dir: Path, out: TextIO) -> None:
+def _save_frames(requests: List[FileRequest], out_dir: Path, out: TextIO) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for req in requests:
         if not req.req_id:
@@ -343,8 +313,9 @@ def _save_frames(requests: List[_Request], out_dir: Path, out: TextIO) -> None:
 NAME = "send"
 HELP = "send audio files to the service (one request per file) and report what came back"
 DESCRIPTION = (
-    "For each file: load it (WAV; MP3/OGG/FLAC/M4A with the audio extra), send it in chunks as "
-    "one request, wait for its last animation frame. One session for all files."
+    "For each file: decode it while sending it in chunks as one request (WAV; MP3/OGG/FLAC/M4A with the "
+    "audio extra, whose FFmpeg also decodes WAV faster), and take its animation frames until the last. One "
+    "session for all files; it is billed for every second it is connected."
 )
 
 
@@ -361,7 +332,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--chunk-ms", type=int, default=20, metavar="MS", help="audio per send_audio (default 20)")
     parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="wait for each request's last frame (default 30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="give up on a request when no frame comes for S seconds (default 30)",
     )
     parser.add_argument("--out", metavar="DIR", help="save each request's frames to DIR/<file>.<req_id>.frames")
     add_credentials(parser, SESSION_FIELDS)

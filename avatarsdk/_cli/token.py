@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from .. import AvatarSDKError
 from .._bootstrap import auto_region, region_endpoints
+from .._network import NetworkOptions
 from .._token import request_session_token
 from .._validation import check_text, check_url
 from ..regions import AUTO_REGION, default_bootstrap_url, endpoints_for
@@ -23,6 +24,7 @@ from .common import (
     credentials,
     error_line,
     say,
+    tls_options,
 )
 
 MAX_EXPIRES_IN = 24 * 3600
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``avatarsdk token``: request a session token and print its expiry (the token only with --show)."""
     if not 0 < args.expires_in <= MAX_EXPIRES_IN:
         raise UsageError(f"--expires-in: expected 1 to {MAX_EXPIRES_IN} seconds (24 h), got {args.expires_in}")
+    network = tls_options(args, err)
     with ExitStack() as stack:
         found, _ = credentials(args, TOKEN_FIELDS, stack, optional=("app_id",))
         try:
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 route=route,
                 expire_at=expire_at,
                 timeout=(5.0, 15.0),
+                request_options=NetworkOptions.checked(**network).requests_kwargs(),
             )
         except AvatarSDKError as exc:
             say(err, error_line(exc))

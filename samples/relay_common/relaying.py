@@ -46,7 +46,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Dict, Generator, Iterator, Optional, Tuple
 
-from avatarsdk import AvatarSDKError, Frame, SessionPool, is_wav, load_audio
+from avatarsdk import AvatarSDKError, Frame, SessionPool, is_wav, iter_audio
 
 if TYPE_CHECKING:
     from avatarsdk.testing import FakeAvatarService
@@ -148,8 +148,8 @@ def utterance(body: bytes, upload: Optional[Tuple[str, bytes]], clip: bytes) -> 
 
     Args:
         body: The request body when it is not a form: a WAV file (any rate, channels and sample format
-            ``load_audio`` reads), raw PCM s16le mono at ``SAMPLE_RATE``, or nothing for ``clip``.
-        upload: ``(file name, bytes)`` of a form's ``audio`` file: anything ``load_audio`` reads (WAV; MP3,
+            ``iter_audio`` reads), raw PCM s16le mono at ``SAMPLE_RATE``, or nothing for ``clip``.
+        upload: ``(file name, bytes)`` of a form's ``audio`` file: anything ``iter_audio`` reads (WAV; MP3,
             OGG, FLAC, ... with the ``audio`` extra).
 
     Raises:
@@ -173,8 +173,16 @@ def utterance(body: bytes, upload: Optional[Tuple[str, bytes]], clip: bytes) -> 
 
 
 def _decode(data: bytes, name: str) -> bytes:
+    """Decode with FFmpeg when PyAV is installed (mostly outside the GIL: other requests' streams go on), else
+    in pure Python; stop a second past ``MAX_SECONDS`` (too long either way)."""
+    pcm = bytearray()
     try:
-        return load_audio(data, sample_rate=SAMPLE_RATE)
+        with iter_audio(data, sample_rate=SAMPLE_RATE, chunk_ms=1000) as audio:
+            for chunk, _ in audio:
+                pcm += chunk
+                if len(pcm) > MAX_SECONDS * SAMPLE_RATE * 2:
+                    break
+        return bytes(pcm)
     except ValueError as exc:
         raise BadAudio(f"{name}: {exc}") from exc
     except ImportError as exc:  # a compressed format, and PyAV (the audio extra) is not installed
