@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import django
 import pytest
 import requests
 import websocket
@@ -307,8 +308,14 @@ def test_a_client_that_goes_away_interrupts_its_request(relay: Relay) -> None:
     # Leaving the block closed the connection: the server's next write fails, it closes the response, and
     # the pool gets its session back after telling the service to stop (CLIENT_INTERRUPT).
     req_id = seen[-1][1]["req_id"]
-    record = wait_until(lambda: (r := relay.record(req_id))["interrupted"] and r, "the stand-in to see the interrupt")
-    assert 2 <= len(record["frames"]) < frames_for(pcm), len(record["frames"])
+    if relay.name == "django-asgi" and django.VERSION < (5, 0):
+        # Django 4.2's ASGI handler does not listen for the client's disconnect (5.0 does, and cancels the
+        # response), and uvicorn drops writes to a closed connection: the stream runs to its end.
+        record = wait_until(lambda: (r := relay.record(req_id))["ended"] and r, "the request to end")
+        assert not record["interrupted"] and len(record["frames"]) == frames_for(pcm)
+    else:
+        record = wait_until(lambda: (r := relay.record(req_id))["interrupted"] and r, "the interrupt")
+        assert 2 <= len(record["frames"]) < frames_for(pcm), len(record["frames"])
     wait_until(lambda: relay.stats()["in_use"] == 0, "the session to be back in the pool")
     # The session went back healthy: the next utterance is served as usual.
     short = tone(0.2)
