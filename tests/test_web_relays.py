@@ -442,10 +442,11 @@ def test_without_a_token_the_real_service_serves_loopback_clients_only() -> None
     guard.enter("192.0.2.7")
 
 
-@pytest.mark.parametrize("name", ["flask", "django"])
+@pytest.mark.parametrize("name", ["flask", "django", "starlette"])
 def test_without_credentials_it_says_what_to_set(name: str) -> None:
-    if name == "flask":
-        args = [str(FLASK_SAMPLE / "app.py"), "--port", str(unused_port())]
+    if name in ("flask", "starlette"):
+        sample = FLASK_SAMPLE if name == "flask" else STARLETTE_SAMPLE
+        args = [str(sample / "app.py"), "--port", str(unused_port())]
     else:
         args = [str(DJANGO_SAMPLE / "manage.py"), "check"]
     result = subprocess.run(
@@ -454,7 +455,7 @@ def test_without_credentials_it_says_what_to_set(name: str) -> None:
     assert result.returncode in (1, 2) and "AVATARSDK_API_KEY" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("name", ["flask", "django"])
+@pytest.mark.parametrize("name", ["flask", "django", "starlette"])
 def test_the_other_switch_for_the_stand_in(name: str, tmp_path: Path) -> None:
     relay = start_relay(name, tmp_path, other_switch=True)
     try:
@@ -495,7 +496,7 @@ def test_both_samples_serve_the_one_shared_page() -> None:
     render it unchanged (and the browser test of the Flask page covers both)."""
     page = (ROOT / "samples" / "relay_common" / "templates" / "index.html").read_text(encoding="utf-8")
     assert not re.search(r"\{[{%#]", page)
-    for sample in (FLASK_SAMPLE, DJANGO_SAMPLE):
+    for sample in (FLASK_SAMPLE, DJANGO_SAMPLE, STARLETTE_SAMPLE):
         assert not list(sample.rglob("index.html")) and not list(sample.rglob("relaying.py")), sample
 
 

@@ -11,7 +11,13 @@ then open http://127.0.0.1:8000/ and press Speak. The app ``relay`` creates one 
 ``RelayConfig.ready()`` (relay/apps.py); its views (relay/views.py) answer ``POST /speak`` with a
 ``StreamingHttpResponse`` of Server-Sent Events, one per frame as it arrives (../relay_common/relaying.py:
 the format, and the part shared with samples/flask_relay). runserver is threaded, so requests share the pool;
-for production any threaded WSGI server serves relay_site.wsgi (gunicorn ``gthread``, mod_wsgi, waitress).
+for production any threaded WSGI server serves relay_site.wsgi (gunicorn ``gthread``, mod_wsgi, waitress), and
+an ASGI server relay_site.asgi (``uvicorn --app-dir samples/django_relay relay_site.asgi:application``): the
+view is async and streams under both (docs/DEPLOYMENT.md has the commands).
+
+Access (../relay_common/guard.py): against the real service set RELAY_TOKEN (clients send ``Authorization:
+Bearer <token>``); without it only loopback clients are served and runserver refuses a non-loopback address.
+RELAY_MAX_STREAMS_PER_CLIENT (2) caps each client address's concurrent streams (429 past it).
 
 Settings from the environment: RELAY_MAX_SIZE (the pool's max_size, 4), RELAY_MIN_IDLE (0; each
 session kept idle is billed around the clock, 600 credits an hour),

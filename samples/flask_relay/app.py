@@ -27,7 +27,7 @@ loopback address. ``RELAY_MAX_STREAMS_PER_CLIENT`` (2) caps each client address'
 
 This script serves with Werkzeug's threaded server (SIGTERM or Ctrl-C stops it, closing the pool). Any
 threaded WSGI server can serve ``create_app()`` instead (gunicorn ``gthread``, waitress), which builds the pool
-from the environment.
+from the environment: docs/DEPLOYMENT.md has the commands and timeouts (not gunicorn's default sync worker).
 """
 
 from __future__ import annotations
