@@ -14,6 +14,7 @@ from ._network import InsecureTransportWarning
 from ._options import SessionOptions
 from ._queue import Backlog
 from ._version import __version__
+from .aio import ThreadedIterator, stream_async
 from .audio import AudioStream, chunk_pcm, is_wav, iter_audio, load_audio
 from .avatar_session import AvatarSession, new_avatar_session
 from .errors import AvatarSDKError, AvatarSDKErrorCode, CloseCode, RequestTimeoutError, SessionTokenError
@@ -70,6 +71,7 @@ __all__ = [
     "SessionPool",
     "SessionTokenError",
     "SharedDispatcher",
+    "ThreadedIterator",
     "TraceContext",
     "__version__",
     "chunk_pcm",
@@ -80,6 +82,7 @@ __all__ = [
     "load_audio",
     "new_avatar_session",
     "read_frames",
+    "stream_async",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

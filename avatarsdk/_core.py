@@ -16,6 +16,7 @@ from ._connection import Connection, StreamEnd
 from ._dispatch import safe_call
 from ._faults import CLOSE_NORMAL, closed_error
 from ._fork import process_generation
+from ._hosting import check_server
 from ._ingress import Ingress
 from ._ledger import RequestLedger
 from ._lifecycle import Lifecycle, State
@@ -69,6 +70,7 @@ class Core:
         self.config = config
         self.options = options
         self.ingress = ingress
+        check_server()  # a uWSGI worker without threads: warned once
         self.telemetry: Optional[SessionTelemetry] = session_telemetry(
             config, protocol_version=ingress.version, traces=ingress.traces
         )  # None without opentelemetry-api

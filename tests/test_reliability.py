@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import trustme
+import websocket
 from _connect_proxy import ConnectProxy
 from conftest import Recorder, loopback_buffering, pcm, started, wait_until
 
@@ -195,6 +196,28 @@ def test_environment_proxies_are_honoured(
         session.close()
         hosts = {host for host, _ in proxy.targets}
     assert hosts == {"127.0.0.2"} and len(proxy.targets) == 2
+
+
+def test_loopback_under_an_environment_proxy_as_each_websocket_client_does(
+    ca: trustme.CA, tmp_path: Any, make_session: MakeSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HTTPS_PROXY set and NO_PROXY unset, the token call (requests) goes through the proxy even to
+    127.0.0.1; the WebSocket does only from websocket-client 1.9.0 on (1.6.0 to 1.8.x exempt ``localhost`` and
+    ``127.0.0.1`` while NO_PROXY is empty), as the README says."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with tls_service(ca) as svc, ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        session = make_session(**svc.session_kwargs(ca_bundle=str(bundle)))
+        session.init()
+        session.start()
+        session.close()
+        ports = {port for _, port in proxy.targets}
+        console, ingress = urlsplit(svc.console_url).port, urlsplit(svc.ingress_url).port
+    version = tuple(int(part) for part in websocket.__version__.split(".")[:2])
+    assert ports == ({console, ingress} if version >= (1, 9) else {console}), (websocket.__version__, ports)
 
 
 # ------------------------------------------------------------------------------------ insecure transport

@@ -18,11 +18,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import django
 import pytest
 import requests
 import websocket
@@ -34,6 +36,11 @@ from avatarsdk import iter_audio
 ROOT = Path(__file__).resolve().parent.parent
 FLASK_SAMPLE = ROOT / "samples" / "flask_relay"
 DJANGO_SAMPLE = ROOT / "samples" / "django_relay"
+STARLETTE_SAMPLE = ROOT / "samples" / "starlette_relay"
+RELAYS = ["flask", "django", "starlette", "django-asgi"]
+ASGI_RELAYS = ["starlette", "django-asgi"]
+STREAMS_PER_CLIENT = 4  # RELAY_MAX_STREAMS_PER_CLIENT of the servers: the concurrency test opens 4 from one client
+PCM_TYPE = {"Content-Type": "application/octet-stream"}  # raw PCM is taken only with its content type
 RATE = 16000
 MAX_SIZE = 2  # the servers' pool: 4 concurrent utterances must share 2 sessions
 STARTUP_TIMEOUT = 30.0  # upper bounds for conditions polled; a test takes as long as the condition needs
@@ -182,24 +189,39 @@ def sample_env(**extra: str) -> Dict[str, str]:
     return env
 
 
-def start_relay(name: str, tmp: Path, *, other_switch: bool = False) -> Relay:
-    """Start a sample with the issue's command, or (``other_switch``) with the other way to ask for the
-    built-in stand-in: ``AVATARSDK_LOCAL=1`` for Flask, ``--local`` for Django."""
+def relay_command(name: str, port: int, env: Dict[str, str], *, other_switch: bool = False) -> List[str]:
+    """The command that serves sample ``name`` on ``port`` against the stand-in (``env`` gets its variables):
+    the issue's command, or (``other_switch``) the other way to ask for the stand-in (``AVATARSDK_LOCAL=1``
+    for Flask and Starlette, ``--local`` for Django)."""
+    env["RELAY_MAX_STREAMS_PER_CLIENT"] = str(STREAMS_PER_CLIENT)
+    if name in ("flask", "starlette"):  # app.py --local --port PORT
+        sample = FLASK_SAMPLE if name == "flask" else STARLETTE_SAMPLE
+        args = [sys.executable, str(sample / "app.py"), "--port", str(port), "--max-size", str(MAX_SIZE)]
+        if other_switch:
+            env["AVATARSDK_LOCAL"] = "1"
+        else:
+            args.append("--local")
+        return args
+    env["RELAY_MAX_SIZE"] = str(MAX_SIZE)
+    if name == "django-asgi":  # uvicorn serving relay_site.asgi, as docs/DEPLOYMENT.md says
+        env["AVATARSDK_LOCAL"] = "1"
+        app_dir = ["--app-dir", str(DJANGO_SAMPLE)]
+        return [sys.executable, "-m", "uvicorn", *app_dir, "relay_site.asgi:application", "--port", str(port)]
+    # AVATARSDK_LOCAL=1 manage.py runserver 127.0.0.1:PORT --noreload
+    args = [sys.executable, str(DJANGO_SAMPLE / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"]
+    if other_switch:
+        args.append("--local")
+    else:
+        env["AVATARSDK_LOCAL"] = "1"
+    return args
+
+
+def start_relay(name: str, tmp: Path, *, other_switch: bool = False, **extra: str) -> Relay:
+    """Start a sample against the built-in stand-in (``extra``: more environment variables)."""
     port = unused_port()
     env = sample_env()
-    if name == "flask":  # app.py --local --port PORT
-        args = [sys.executable, str(FLASK_SAMPLE / "app.py"), "--port", str(port), "--max-size", str(MAX_SIZE)]
-        if other_switch:
-            env["AVATARSDK_LOCAL"] = "1"
-        else:
-            args.append("--local")
-    else:  # AVATARSDK_LOCAL=1 manage.py runserver 127.0.0.1:PORT --noreload
-        args = [sys.executable, str(DJANGO_SAMPLE / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"]
-        env["RELAY_MAX_SIZE"] = str(MAX_SIZE)
-        if other_switch:
-            args.append("--local")
-        else:
-            env["AVATARSDK_LOCAL"] = "1"
+    args = relay_command(name, port, env, other_switch=other_switch)
+    env.update(extra)
     relay = Relay(name, args, env, port, tmp / "server.log")
     try:
         relay.wait_ready()
@@ -213,8 +235,11 @@ def stop_relay(relay: Relay) -> None:
     """Stop the relay as an operator would (SIGTERM): it must exit 0, having logged no traceback."""
     code = relay.stop()
     log = relay.log()
-    assert code == 0, f"the {relay.name} relay exited with {code}:\n{log}"
+    # uvicorn's command line ends by raising the signal again once it has shut down: a supervisor sees SIGTERM.
+    expected = (0, -signal.SIGTERM) if relay.name == "django-asgi" else (0,)
+    assert code in expected, f"the {relay.name} relay exited with {code}:\n{log}"
     assert "Traceback" not in log, log
+    assert "synchronous iterators" not in log, log  # Django under ASGI: no buffered stream
 
 
 @pytest.fixture(scope="module")
@@ -226,16 +251,21 @@ def flask_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
 
 
 @pytest.fixture(scope="module")
-def django_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    relay = start_relay("django", tmp_path_factory.mktemp("django_relay"))
-    yield relay
-    stop_relay(relay)
+def relays(tmp_path_factory: pytest.TempPathFactory, flask_relay: Relay) -> Iterator[Dict[str, Relay]]:
+    """One server of each sample for the module, started on first use."""
+    started: Dict[str, Relay] = {"flask": flask_relay}
+    yield started
+    for name, relay in started.items():
+        if name != "flask":
+            stop_relay(relay)
 
 
-@pytest.fixture(params=["flask", "django"])
-def relay(request: pytest.FixtureRequest) -> Relay:
-    result: Relay = request.getfixturevalue(f"{request.param}_relay")
-    return result
+@pytest.fixture(params=RELAYS)
+def relay(request: pytest.FixtureRequest, relays: Dict[str, Relay], tmp_path_factory: pytest.TempPathFactory) -> Relay:
+    name: str = request.param
+    if name not in relays:
+        relays[name] = start_relay(name, tmp_path_factory.mktemp(name.replace("-", "_") + "_relay"))
+    return relays[name]
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -271,7 +301,10 @@ def test_concurrent_utterances_share_the_pool(relay: Relay) -> None:
 def test_a_client_that_goes_away_interrupts_its_request(relay: Relay) -> None:
     pcm = tone(3.0)  # 75 frames over 3 s; the client leaves after 2
     seen: List[Event] = []
-    with client() as http, http.post(relay.url("/speak"), data=pcm, stream=True, timeout=30) as response:
+    with (
+        client() as http,
+        http.post(relay.url("/speak"), data=pcm, headers=PCM_TYPE, stream=True, timeout=30) as response,
+    ):
         assert response.status_code == 200
         for kind, data in server_sent_events(response):
             seen.append((kind, data))
@@ -280,12 +313,19 @@ def test_a_client_that_goes_away_interrupts_its_request(relay: Relay) -> None:
     # Leaving the block closed the connection: the server's next write fails, it closes the response, and
     # the pool gets its session back after telling the service to stop (CLIENT_INTERRUPT).
     req_id = seen[-1][1]["req_id"]
-    record = wait_until(lambda: (r := relay.record(req_id))["interrupted"] and r, "the stand-in to see the interrupt")
-    assert 2 <= len(record["frames"]) < frames_for(pcm), len(record["frames"])
+    if relay.name == "django-asgi" and django.VERSION < (5, 0):
+        # Django 4.2's ASGI handler does not listen for the client's disconnect (5.0 does, and cancels the
+        # response), and uvicorn drops writes to a closed connection: the stream runs to its end.
+        every = frames_for(pcm)
+        record = wait_until(lambda: len((r := relay.record(req_id))["frames"]) == every and r, "its last frame")
+        assert not record["interrupted"]
+    else:
+        record = wait_until(lambda: (r := relay.record(req_id))["interrupted"] and r, "the interrupt")
+        assert 2 <= len(record["frames"]) < frames_for(pcm), len(record["frames"])
     wait_until(lambda: relay.stats()["in_use"] == 0, "the session to be back in the pool")
     # The session went back healthy: the next utterance is served as usual.
     short = tone(0.2)
-    check_utterance(relay, relay.speak(data=short), short, "pcm")
+    check_utterance(relay, relay.speak(data=short, headers=PCM_TYPE), short, "pcm")
     stats = relay.stats()
     assert (stats["discarded"], stats["failed"]) == (0, 0), stats
 
@@ -293,7 +333,7 @@ def test_a_client_that_goes_away_interrupts_its_request(relay: Relay) -> None:
 def test_audio_it_cannot_take_is_refused_before_any_session_is_used(relay: Relay) -> None:
     before = relay.stats()
     cases: List[Tuple[Dict[str, Any], int, str]] = [
-        ({"data": b"\x00" * 1001}, 400, "even number of bytes"),  # raw PCM must be whole samples
+        ({"data": b"\x00" * 1001, "headers": PCM_TYPE}, 400, "even number of bytes"),  # whole samples
         ({"data": b"RIFF\x24\x00\x00\x00WAVEjunk"}, 400, "WAV"),  # a WAV header, then garbage
         ({"files": {"other": ("a.wav", wav_file(0.1), "audio/wav")}}, 400, "'audio'"),
     ]
@@ -302,16 +342,117 @@ def test_audio_it_cannot_take_is_refused_before_any_session_is_used(relay: Relay
             response = http.post(relay.url("/speak"), timeout=10, **kwargs)
             assert (response.status_code, response.json()["error"]) == (status, "bad_audio"), response.text
             assert text in response.json()["message"]
-        assert http.put(relay.url("/speak"), data=b"", timeout=10).status_code == 405
-        assert http.get(relay.url("/debug/requests/no-such-request"), timeout=10).status_code == 404
     after = relay.stats()
     assert (after["created"], after["in_use"]) == (before["created"], 0)
 
 
-@pytest.mark.parametrize("name", ["flask", "django"])
+def test_every_rejection_has_one_json_shape(relay: Relay) -> None:
+    """Raw PCM only with its content type (415), and the frameworks' own 404, 405 and 413 as JSON."""
+    too_big = b"\x00" * (32 * 1024 * 1024 + 2)  # relaying.MAX_UPLOAD, and then some
+    cases: List[Tuple[str, str, Dict[str, Any], int, str]] = [
+        ("POST", "/speak", {"data": tone(0.1)}, 415, "unsupported_media_type"),  # no Content-Type
+        (
+            "POST",
+            "/speak",
+            {"data": tone(0.1), "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        ("PUT", "/speak", {"data": b""}, 405, "method_not_allowed"),
+        ("GET", "/no-such-page", {}, 404, "not_found"),
+        ("GET", "/debug/requests/no-such-request", {}, 404, "not_found"),
+        ("POST", "/speak", {"data": too_big, "headers": PCM_TYPE}, 413, "request_entity_too_large"),
+    ]
+    with client() as http:
+        for method, path, kwargs, status, code in cases:
+            response = http.request(method, relay.url(path), timeout=30, **kwargs)
+            assert response.status_code == status, (method, path, response.text[:300])
+            assert response.headers["Content-Type"].startswith("application/json"), (path, response.headers)
+            body = response.json()
+            assert set(body) == {"error", "message"} and body["error"] == code and body["message"], body
+    assert relay.stats()["in_use"] == 0
+
+
+def test_the_frames_are_streamed_as_they_come(relay: Relay) -> None:
+    """The stand-in paces frames like the service (one per 40 ms): each arrives before the last is produced,
+    under ASGI as under WSGI (nothing buffers the stream)."""
+    pcm = tone(1.2)  # 30 frames over 1.2 s
+    arrivals: List[Tuple[str, float]] = []
+    with (
+        client() as http,
+        http.post(relay.url("/speak"), data=pcm, headers=PCM_TYPE, stream=True, timeout=30) as response,
+    ):
+        assert response.status_code == 200, response.text
+        for kind, _ in server_sent_events(response):
+            arrivals.append((kind, time.monotonic()))
+    frames = [at for kind, at in arrivals if kind == "frame"]
+    assert len(frames) == frames_for(pcm)
+    assert frames[-1] - frames[0] >= 0.6, frames[-1] - frames[0]  # 29 intervals of 40 ms, not one burst
+    assert frames[len(frames) // 2] - frames[0] >= 0.25
+
+
+@pytest.mark.parametrize("name", RELAYS)
+def test_a_token_and_a_limit_per_client(name: str, tmp_path: Path) -> None:
+    """With RELAY_TOKEN, only callers with the bearer token are served; RELAY_MAX_STREAMS_PER_CLIENT=1 turns a
+    client's second concurrent stream away with 429 until the first ends."""
+    relay = start_relay(name, tmp_path, RELAY_TOKEN="s3cret-token", RELAY_MAX_STREAMS_PER_CLIENT="1")
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    try:
+        with client() as http:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+                response = http.post(relay.url("/speak"), headers=headers, timeout=10)
+                assert response.status_code == 401 and response.json()["error"] == "unauthorized", response.text
+                assert "s3cret" not in response.text
+            with http.post(relay.url("/speak"), headers=bearer, stream=True, timeout=30) as first:
+                assert first.status_code == 200
+                events = server_sent_events(first)
+                assert next(events)[0] == "start"
+                second = client().post(relay.url("/speak"), headers=bearer, timeout=10)
+                assert second.status_code == 429 and second.json()["error"] == "too_many_streams", second.text
+            wait_until(lambda: relay.stats()["in_use"] == 0, "the first stream to end")
+            assert relay.speak(headers=bearer)[-1][0] == "end"  # its slot was given back
+        assert relay.stats()["created"] == 1  # the rejected calls used no session
+    finally:
+        stop_relay(relay)
+
+
+@pytest.mark.parametrize("name", ["flask", "django", "starlette"])
+def test_the_real_service_is_not_served_on_an_open_address_without_a_token(name: str) -> None:
+    credentials = {var: "x" for var in ("API_KEY", "APP_ID", "AVATAR_ID")}
+    env = sample_env(**{f"AVATARSDK_{k}": v for k, v in credentials.items()}, AVATARSDK_REGION="us-west")
+    port = str(unused_port())
+    if name == "django":
+        args = [str(DJANGO_SAMPLE / "manage.py"), "runserver", f"0.0.0.0:{port}", "--noreload"]
+    else:
+        sample = FLASK_SAMPLE if name == "flask" else STARLETTE_SAMPLE
+        args = [str(sample / "app.py"), "--host", "0.0.0.0", "--port", port]
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 2 and "RELAY_TOKEN" in result.stderr, result.stderr
+
+
+def test_without_a_token_the_real_service_serves_loopback_clients_only() -> None:
+    sys.path.insert(0, str(ROOT / "samples" / "relay_common"))
+    from guard import Guard, Rejected
+
+    guard = Guard(local=False)
+    for client_address in ("127.0.0.1", "::1", "127.0.0.9"):
+        guard.check(None, client_address)
+    for client_address in ("10.1.2.3", "192.0.2.7", "unknown"):
+        with pytest.raises(Rejected) as info:
+            guard.check(None, client_address)
+        assert info.value.status == 403
+    Guard(local=True).check(None, "192.0.2.7")  # the stand-in spends nothing
+    leave = guard.enter("192.0.2.7")
+    leave()
+    leave()  # once only
+    guard.enter("192.0.2.7")
+
+
+@pytest.mark.parametrize("name", ["flask", "django", "starlette"])
 def test_without_credentials_it_says_what_to_set(name: str) -> None:
-    if name == "flask":
-        args = [str(FLASK_SAMPLE / "app.py"), "--port", str(unused_port())]
+    if name in ("flask", "starlette"):
+        sample = FLASK_SAMPLE if name == "flask" else STARLETTE_SAMPLE
+        args = [str(sample / "app.py"), "--port", str(unused_port())]
     else:
         args = [str(DJANGO_SAMPLE / "manage.py"), "check"]
     result = subprocess.run(
@@ -320,7 +461,7 @@ def test_without_credentials_it_says_what_to_set(name: str) -> None:
     assert result.returncode in (1, 2) and "AVATARSDK_API_KEY" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("name", ["flask", "django"])
+@pytest.mark.parametrize("name", ["flask", "django", "starlette"])
 def test_the_other_switch_for_the_stand_in(name: str, tmp_path: Path) -> None:
     relay = start_relay(name, tmp_path, other_switch=True)
     try:
@@ -361,7 +502,7 @@ def test_both_samples_serve_the_one_shared_page() -> None:
     render it unchanged (and the browser test of the Flask page covers both)."""
     page = (ROOT / "samples" / "relay_common" / "templates" / "index.html").read_text(encoding="utf-8")
     assert not re.search(r"\{[{%#]", page)
-    for sample in (FLASK_SAMPLE, DJANGO_SAMPLE):
+    for sample in (FLASK_SAMPLE, DJANGO_SAMPLE, STARLETTE_SAMPLE):
         assert not list(sample.rglob("index.html")) and not list(sample.rglob("relaying.py")), sample
 
 

@@ -10,18 +10,24 @@ borrows a started session, streams its utterance, and forwards the frames as the
 
 - ``POST /speak``: the body is the utterance: a WAV file (any rate, channels and sample format), raw PCM
   s16le mono at 16 kHz, or a ``multipart/form-data`` upload with a file field ``audio`` (WAV; MP3, OGG,
-  FLAC, ... with the ``audio`` extra). An empty body, or ``GET /speak``, speaks the bundled clip (2 s of a
-  speech-like signal made at start-up). The answer is a stream of Server-Sent Events: ``start`` (with the
-  audio), a ``frame`` per frame, ``end`` (see ../relay_common/relaying.py for the format and why SSE). Errors before the
-  stream: 400/413/415 for audio it cannot take, 503 when every session stays busy for 10 s, 502 when a
-  session cannot be started.
+  FLAC, ... with the ``audio`` extra); raw PCM needs ``Content-Type: application/octet-stream`` (or
+  ``audio/pcm``). An empty body, or ``GET /speak``, speaks the bundled clip (2 s of a speech-like signal made at
+  start-up). The answer is a stream of Server-Sent Events: ``start`` (with the audio), a ``frame`` per frame,
+  ``end`` (see ../relay_common/relaying.py for the format and why SSE). Errors before the stream, each as
+  ``{"error": ..., "message": ...}``: 401/403 for a caller without access, 429 past the client's concurrent
+  streams, 400/413/415 for audio it cannot take, 503 when every session stays busy for 10 s, 502 when a session
+  cannot be started.
+
+Access (../relay_common/guard.py): against the real service, set ``RELAY_TOKEN`` (clients send
+``Authorization: Bearer <token>``); without it only loopback clients are served and ``--host`` must be a
+loopback address. ``RELAY_MAX_STREAMS_PER_CLIENT`` (2) caps each client address's concurrent streams.
 - ``GET /stats``: ``pool.stats()`` as JSON, with ``max_size``.
 - ``GET /debug/requests/<req_id>`` (local runs only): what the stand-in received and sent for a request.
 - ``GET /``: a page that speaks and shows the frames arriving (count, rate, time to first frame, latency).
 
 This script serves with Werkzeug's threaded server (SIGTERM or Ctrl-C stops it, closing the pool). Any
 threaded WSGI server can serve ``create_app()`` instead (gunicorn ``gthread``, waitress), which builds the pool
-from the environment.
+from the environment: docs/DEPLOYMENT.md has the commands and timeouts (not gunicorn's default sync worker).
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "relay_common"))  # shared with django_relay
 
 import relaying
 from flask import Flask, Response, jsonify, render_template, request
+from guard import Authorize, Guard, Guarded, Rejected, check_content_type, error_body, http_code, refuse_open_bind
 from relaying import (
     MAX_UPLOAD,
     BadAudio,
@@ -51,9 +58,10 @@ from relaying import (
     stand_in_record,
     utterance,
 )
+from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
-from avatarsdk import AvatarSDKError, PoolTimeoutError, SessionPool
+from avatarsdk import AvatarSDKError, PoolTimeoutError, SessionPool, is_wav
 
 if TYPE_CHECKING:
     from avatarsdk.testing import FakeAvatarService
@@ -61,14 +69,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_relay")
 
 
-def create_app(pool: Optional[SessionPool] = None, service: Optional[FakeAvatarService] = None) -> Flask:
+def create_app(
+    pool: Optional[SessionPool] = None,
+    service: Optional[FakeAvatarService] = None,
+    *,
+    authorize: Optional[Authorize] = None,
+) -> Flask:
     """The relay app. Without a ``pool``, one is made from the environment (``AVATARSDK_LOCAL=1``: the
-    built-in stand-in)."""
+    built-in stand-in). Access: ``RELAY_TOKEN`` from the environment, or ``authorize`` (the application's own
+    check, given the ``Authorization`` header and the client's address); see ../relay_common/guard.py."""
     if pool is None:
         pool, service = make_pool(os.environ.get("AVATARSDK_LOCAL") == "1")
+    guard = Guard.from_environment(service is not None, authorize)
+    if not guard.checks_access and service is None:
+        logger.warning("no RELAY_TOKEN: serving the real avatar service to loopback clients only")
     app = Flask(__name__, template_folder=str(Path(relaying.__file__).parent / "templates"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
     clip = speech_like_clip()
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:  # 404, 405, 413, ...: the relays' one JSON error shape
+        status = exc.code or 500
+        return jsonify(error_body(http_code(status), exc.description or exc.name or "")), status
 
     @app.get("/")
     def index() -> str:
@@ -77,6 +99,19 @@ def create_app(pool: Optional[SessionPool] = None, service: Optional[FakeAvatarS
     @app.route("/speak", methods=["GET", "POST"])
     def speak() -> Any:
         began = time.monotonic()
+        client = request.remote_addr or "unknown"
+        try:
+            guard.check(request.headers.get("Authorization"), client)
+            leave = guard.enter(client)
+        except Rejected as exc:
+            return jsonify(error_body(exc.code, str(exc))), exc.status
+        try:
+            return open_stream(began, leave)
+        except BaseException:
+            leave()
+            raise
+
+    def open_stream(began: float, leave: Callable[[], None]) -> Any:
         try:
             if request.mimetype == "multipart/form-data":
                 file = request.files.get("audio")
@@ -84,20 +119,28 @@ def create_app(pool: Optional[SessionPool] = None, service: Optional[FakeAvatarS
                     raise BadAudio("a form upload needs a file field named 'audio'")
                 pcm, source = utterance(b"", (file.filename or "upload", file.read()), clip)
             else:
-                pcm, source = utterance(request.get_data(cache=False), None, clip)
+                body = request.get_data(cache=False)
+                check_content_type(request.mimetype, body, is_wav(body))
+                pcm, source = utterance(body, None, clip)
         except BadAudio as exc:
-            return jsonify(error="bad_audio", message=str(exc)), exc.status
+            leave()
+            return jsonify(error_body("bad_audio", str(exc))), exc.status
+        except Rejected as exc:
+            leave()
+            return jsonify(error_body(exc.code, str(exc))), exc.status
         try:
             stream = EventStream.open(pool, pcm, source, began)  # borrows a session and sends the audio
         except PoolTimeoutError as exc:
-            return jsonify(error="busy", message=str(exc)), 503, {"Retry-After": "1"}
+            leave()
+            return jsonify(error_body("busy", str(exc))), 503, {"Retry-After": "1"}
         except AvatarSDKError as exc:
+            leave()
             logger.warning("cannot start a session: %s", exc)
-            return jsonify(error=exc.code.value, message=str(exc)), 502
+            return jsonify(error_body(exc.code.value, str(exc))), 502
         # Not wrapped in flask.stream_with_context: the stream reads nothing from the request, and that
         # wrapper would not pass on a close() that comes before the first event.
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return Response(stream, mimetype="text/event-stream", headers=headers)
+        return Response(Guarded(stream, leave), mimetype="text/event-stream", headers=headers)
 
     @app.get("/stats")
     def stats() -> Any:
@@ -110,7 +153,7 @@ def create_app(pool: Optional[SessionPool] = None, service: Optional[FakeAvatarS
         def debug_request(req_id: str) -> Any:
             record = stand_in_record(stand_in, req_id)
             if record is None:
-                return jsonify(error="not_found", message=f"the stand-in saw no request {req_id}"), 404
+                return jsonify(error_body("not_found", f"the stand-in saw no request {req_id}")), 404
             return jsonify(record)
 
     return app
@@ -139,6 +182,11 @@ def main() -> int:
         return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    refusal = refuse_open_bind(args.host, service is not None, Guard.from_environment(service is not None))
+    if refusal is not None:
+        pool.close()
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     try:
         server = make_server(args.host, args.port, create_app(pool, service), threaded=True)

@@ -12,11 +12,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
-from relaying import (
-    make_pool,
-    service_name,
-    speech_like_clip,
-)  # samples/relay_common (on sys.path: relay_site/settings.py)
+from guard import Guard  # samples/relay_common (on sys.path: relay_site/settings.py)
+from relaying import make_pool, service_name, speech_like_clip
 
 if TYPE_CHECKING:
     from avatarsdk import SessionPool
@@ -30,6 +27,7 @@ class RelayConfig(AppConfig):
     pool: Optional[SessionPool] = None
     service: Optional[FakeAvatarService] = None  # the built-in stand-in, when AVATARSDK_LOCAL=1
     clip = b""  # the bundled utterance (PCM)
+    guard = Guard(local=False)  # who may speak, and how many streams each client may have (ready() sets it)
 
     def ready(self) -> None:
         if autoreloader_parent():
@@ -43,6 +41,13 @@ class RelayConfig(AppConfig):
             raise ImproperlyConfigured(f"set {exc.args[0]} (or AVATARSDK_LOCAL=1 for the built-in stand-in)") from exc
         except ValueError as exc:  # an unknown AVATARSDK_REGION
             raise ImproperlyConfigured(str(exc)) from exc
+        try:
+            self.guard = Guard.from_environment(local)  # RELAY_TOKEN, RELAY_MAX_STREAMS_PER_CLIENT
+        except ValueError as exc:
+            self.close()
+            raise ImproperlyConfigured(str(exc)) from exc
+        if not local and not self.guard.checks_access:
+            logger.warning("no RELAY_TOKEN: serving the real avatar service to loopback clients only")
         self.clip = speech_like_clip()
         atexit.register(self.close)
         logger.info(

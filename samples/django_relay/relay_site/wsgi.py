@@ -1,4 +1,5 @@
-"""The WSGI application, for a threaded server (gunicorn ``gthread``, mod_wsgi, waitress)."""
+"""The WSGI application, for a threaded server (gunicorn ``gthread``, mod_wsgi, waitress; relay_site/asgi.py for
+ASGI servers)."""
 
 import os
 
