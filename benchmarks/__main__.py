@@ -1,4 +1,5 @@
-"""``python -m benchmarks`` (the comparison) or ``python -m benchmarks soak`` (the soak): see the README."""
+"""``python -m benchmarks`` (the comparison), ``python -m benchmarks soak`` (the soak) or ``python -m benchmarks
+joins`` (join latency over a slow link): see the README."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import sys
 from .run import main
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["joins"]:
+        from .joins import main as joins
+
+        sys.exit(joins(sys.argv[2:]))
     if sys.argv[1:2] == ["soak"]:
         from .soak import main as soak
 
