@@ -4,9 +4,10 @@ The benchmark server (``benchmarks.server``) sits behind two local TLS proxies, 
 the ingress (trustme certificates). Each proxy delays every byte by ``--delay-ms`` in each direction before its
 TLS layer (so TLS handshakes pay the round trips too) and models the TCP handshake: a connection's first bytes
 from the client reach the proxy's TLS layer no earlier than 1.5 round trips after ``connect()`` returned
-(SYN, SYN-ACK, then the data). Each client process measures, per join: ``init()`` (the token call), ``start()``
-(the upgrade and the handshake), the first frame (from the trigger's ``send_audio(end=True)`` to the frame's
-callback) and the total, in milliseconds and in round trips (time / RTT, RTT = 2 x delay). Scenarios:
+(SYN, SYN-ACK, then the data). Each client process measures, per join from ``init()`` on (making the session
+object sends nothing and is not timed): ``init()`` (the token call), ``start()`` (the upgrade and the
+handshake), the first frame (from the trigger's ``send_audio(end=True)`` to the frame's callback) and the
+total, in milliseconds and in round trips (time / RTT, RTT = 2 x delay). Scenarios:
 
 - ``first``: the first session of a fresh process (new connections, TLS contexts built);
 - ``later``: a later session in the same process, after the first has closed;
@@ -166,8 +167,8 @@ def avatarsdk_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
     def join() -> Dict[str, float]:
         first_frame.clear()
+        session = new_avatar_session(**_kwargs(p), transport_frames=on_frame)  # nothing sent yet: not timed
         t0 = time.perf_counter()
-        session = new_avatar_session(**_kwargs(p), transport_frames=on_frame)
         session.init()
         t1 = time.perf_counter()
         session.start()
@@ -201,8 +202,8 @@ def avatarkit_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
     async def join() -> Dict[str, float]:
         first_frame = asyncio.Event()
-        t0 = time.perf_counter()
         session = new_avatar_session(**_kwargs(p), transport_frames=lambda frame, last: first_frame.set())
+        t0 = time.perf_counter()
         await session.init()
         t1 = time.perf_counter()
         await session.start()
@@ -241,9 +242,9 @@ def _bundle(ca_pem: bytes, directory: str) -> str:
     return path
 
 
-def _client(name: str, params: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Dict[str, float]]:
+def _client(name: str, params: Dict[str, Any], env: Dict[str, str], cwd: str) -> Dict[str, Dict[str, float]]:
     cmd = [sys.executable, "-m", "benchmarks", "joins", "--client", name, json.dumps(params)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])  # type: ignore[no-any-return]
@@ -273,11 +274,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             }
             sdk = os.path.abspath(args.sdk) if args.sdk else ROOT
             env = dict(os.environ, REQUESTS_CA_BUNDLE=bundle, WEBSOCKET_CLIENT_CA_BUNDLE=bundle, SSL_CERT_FILE=bundle)
-            env["PYTHONPATH"] = os.pathsep.join([sdk, ROOT])
+            # The measured package first (a link to it in a directory of its own), then these benchmarks.
+            os.symlink(os.path.join(sdk, "avatarsdk"), os.path.join(directory, "avatarsdk"))
+            env["PYTHONPATH"] = os.pathsep.join([directory, ROOT])
             samples: Dict[str, List[Dict[str, float]]] = {}
             for _ in range(args.reps):
                 for client in args.clients:
-                    for scenario, steps in _client(client, params, env).items():
+                    for scenario, steps in _client(client, params, env, directory).items():
                         samples.setdefault(f"{client} {scenario}", []).append(steps)
     finally:
         server.close()
