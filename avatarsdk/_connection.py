@@ -23,6 +23,7 @@ from . import _protocol
 from ._deadline import Deadline
 from ._faults import CLOSE_NORMAL, closed_error, server_error, type_of
 from ._frames import OP_CLOSE, OP_PING, OP_TEXT, Control, FrameError, FrameParser, Message
+from ._preconnect import Outcome
 from ._upgrade import abort, open_websocket
 from .errors import (
     PHASE_WEBSOCKET_HANDSHAKE,
@@ -92,13 +93,16 @@ class Connection:
         max_message_size: Optional[int] = None,
         options: Optional[Dict[str, Any]] = None,
         keepalive: Tuple[Optional[float], Optional[float]] = (None, None),
+        preconnected: Outcome = None,
     ) -> Connection:
         """Connect and upgrade; raise :class:`AvatarSDKError` (phase ``websocket_connect``) on failure.
 
         ``options`` are websocket-client ``connect`` options (TLS, proxy); ``keepalive`` is
-        ``(ping_interval, ping_timeout)`` for the reader.
+        ``(ping_interval, ping_timeout)`` for the reader; ``preconnected`` what a ``Preconnect`` gave.
         """
-        ws, leftover = open_websocket(url, headers, connect_timeout=connect_timeout, secrets=secrets, options=options)
+        ws, leftover = open_websocket(
+            url, headers, connect_timeout=connect_timeout, secrets=secrets, options=options, preconnected=preconnected
+        )
         conn = cls(ws, urlsplit(url).netloc, secrets, max_message_size)
         conn.ping_interval, conn.ping_timeout = keepalive
         if leftover:  # the server's first frames came with the upgrade response

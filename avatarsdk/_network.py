@@ -14,12 +14,12 @@ import ssl
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional
 from urllib.parse import unquote, urlsplit
 
-logger = logging.getLogger(__name__)
+from ._tls import WEBSOCKET, ClientCert, tls_context
 
-ClientCert = Union[str, Tuple[str, str]]
+logger = logging.getLogger(__name__)
 
 
 class InsecureTransportWarning(UserWarning):
@@ -73,33 +73,25 @@ class NetworkOptions:
         return cls(verify_tls, ca_bundle, client_cert, proxy)
 
     def requests_kwargs(self) -> Dict[str, Any]:
-        """Per-request keywords for requests. Given on each call, not set on the ``Session``: requests lets the
-        ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` environment override a session's own ``verify``. Environment
-        proxies still apply when ``proxy`` is None."""
-        kwargs: Dict[str, Any] = {}
-        if not self.verify_tls:
-            kwargs["verify"] = False
-        elif self.ca_bundle is not None:
-            kwargs["verify"] = self.ca_bundle
-        if self.client_cert is not None:
-            kwargs["cert"] = self.client_cert
-        if self.proxy is not None:
-            kwargs["proxies"] = {"http": self.proxy, "https": self.proxy}
-        return kwargs
+        """Per-request keywords for requests: the proxy. TLS lives in the shared session's context
+        (``_http_pool``, ``_tls``); environment proxies still apply when ``proxy`` is None."""
+        return {"proxies": {"http": self.proxy, "https": self.proxy}} if self.proxy is not None else {}
 
-    def websocket_options(self) -> Dict[str, Any]:
-        """Keyword options for websocket-client's ``connect`` (it reads environment proxies itself)."""
-        sslopt: Dict[str, Any] = {}
-        if not self.verify_tls:
-            sslopt.update(cert_reqs=ssl.CERT_NONE, check_hostname=False)
-        elif self.ca_bundle is not None:
-            sslopt.update(cert_reqs=ssl.CERT_REQUIRED, ca_certs=self.ca_bundle)
-        if self.client_cert is not None:
-            if isinstance(self.client_cert, tuple):
-                sslopt.update(certfile=self.client_cert[0], keyfile=self.client_cert[1])
-            else:
-                sslopt.update(certfile=self.client_cert)
-        options: Dict[str, Any] = {"sslopt": sslopt} if sslopt else {}
+    def tls_context(self, role: str) -> ssl.SSLContext:
+        """The process's shared TLS context of this trust configuration for ``role`` (``_tls.HTTP`` or
+        ``_tls.WEBSOCKET``), built at the first call (``OSError``/``ssl.SSLError``: a file would not load)."""
+        return tls_context(self.verify_tls, self.ca_bundle, self.client_cert, role)
+
+    def websocket_options(self, *, secure: bool = True) -> Dict[str, Any]:
+        """Keyword options for websocket-client's ``connect`` (it reads environment proxies itself); for a
+        ``secure`` (wss) URL, TLS as the process's shared context of this trust configuration."""
+        options: Dict[str, Any] = {}
+        if secure:
+            context = self.tls_context(WEBSOCKET)
+            sslopt: Dict[str, Any] = {"context": context}
+            if context.verify_mode == ssl.CERT_NONE:  # what websocket-client checks besides the context
+                sslopt.update(cert_reqs=ssl.CERT_NONE, check_hostname=False)
+            options["sslopt"] = sslopt
         if self.proxy is not None:
             parts = urlsplit(self.proxy)
             options.update(

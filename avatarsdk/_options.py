@@ -15,7 +15,8 @@ from typing import Any, Mapping, Optional, Tuple, TypedDict, Union
 
 from ._backoff import Backoff
 from ._dispatch import SharedDispatcher
-from ._network import ClientCert, NetworkOptions
+from ._network import NetworkOptions
+from ._tls import ClientCert
 from ._validation import HttpTimeout, check_http_timeout, check_int, check_timeout, check_url
 from .limiter import Limiter
 from .reconnect import ReconnectPolicy, reconnect_policy

@@ -118,9 +118,9 @@ def _request_once(
             retry_after = _retry_after(resp.headers.get("Retry-After"))
             body = read_limited(resp, MAX_BODY_BYTES)
     except requests.Timeout as exc:
-        return _transport_error(f"token call to {host} timed out ({type(exc).__name__})", exc), None
+        return transport_error(f"token call to {host} timed out ({type(exc).__name__})", exc), None
     except requests.ConnectionError as exc:
-        return _transport_error(f"could not reach {host} for a session token ({reason_of(exc)})", exc), None
+        return transport_error(f"could not reach {host} for a session token ({reason_of(exc)})", exc), None
     except requests.RequestException as exc:
         err = SessionTokenError(
             f"token call to {host} failed: {reason_of(exc)}", code=AvatarSDKErrorCode.connectionFailed
@@ -183,7 +183,7 @@ def read_limited(resp: requests.Response, limit: int) -> Optional[bytes]:
     return b"".join(chunks)
 
 
-def _transport_error(message: str, cause: BaseException) -> SessionTokenError:
+def transport_error(message: str, cause: BaseException) -> SessionTokenError:
     code, retryable, _ = classify(phase=PHASE_SESSION_TOKEN, transport=True)
     err = SessionTokenError(message, code=code, retryable=retryable)
     err.__cause__ = cause

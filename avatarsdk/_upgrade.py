@@ -29,9 +29,12 @@ except ImportError:  # pragma: no cover - another websocket-client layout: its o
 
 from . import _protocol
 from ._faults import connect_failed, describe, upgrade_rejected
+from ._preconnect import Outcome
 from .errors import PHASE_WEBSOCKET_CONNECT, AvatarSDKError, AvatarSDKErrorCode
 
 logger = logging.getLogger(__name__)
+
+OWN_UPGRADE = _OWN_UPGRADE  # whether a connection can be opened ahead and upgraded here (_preconnect)
 
 
 def open_websocket(
@@ -41,10 +44,14 @@ def open_websocket(
     connect_timeout: Optional[float],
     secrets: Tuple[str, ...],
     options: Optional[Dict[str, Any]] = None,
+    preconnected: Outcome = None,
 ) -> Tuple[websocket.WebSocket, bytes]:
     """Connect and upgrade; return the WebSocket and the bytes that came after the upgrade response.
 
-    ``options`` are websocket-client ``connect`` options (TLS, proxy).
+    ``options`` are websocket-client ``connect`` options (TLS, proxy). ``preconnected`` is what a
+    :class:`~avatarsdk._preconnect.Preconnect` gave: a socket already open to ``url``'s origin (upgraded here;
+    if the server closes it before answering, once more on a new connection), or its connect's error (raised
+    as this connect's would be).
 
     Raises:
         AvatarSDKError: the connect failed or the upgrade was rejected (phase ``websocket_connect``).
@@ -55,6 +62,15 @@ def open_websocket(
         logger.debug("connecting to %s", _protocol.redact_url(url))
     header = [f"{k}: {v}" for k, v in headers.items()]
     try:
+        if isinstance(preconnected, BaseException):
+            raise preconnected
+        if preconnected is not None:
+            try:
+                return ws, _upgrade(ws, url, header, connect_timeout, _connect_options(options), opened=preconnected)
+            except (websocket.WebSocketConnectionClosedException, ConnectionResetError, BrokenPipeError):
+                logger.debug("the connection opened ahead was closed by the server; connecting anew")
+                abort(ws)
+                ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True, **_socket_options(options))
         if _OWN_UPGRADE:
             return ws, _upgrade(ws, url, header, connect_timeout, _connect_options(options))
         ws.connect(url, header=header, timeout=connect_timeout, suppress_origin=True, **_connect_options(options))
@@ -89,18 +105,37 @@ MAX_UPGRADE_HEAD = 64 * 1024  # bytes of status line and headers accepted in the
 RAW_BODY_BYTES = 64 * 1024  # bytes of a rejection's body read
 
 
+def preconnect(url: str, timeout: Optional[float], options: Optional[Dict[str, Any]]) -> socket.socket:
+    """Open a connection to ``url``'s origin as :func:`open_websocket` would (TCP, proxy tunnel, TLS), sending
+    nothing of the upgrade (for :class:`~avatarsdk._preconnect.Preconnect`)."""
+    ws = websocket.WebSocket(**_socket_options(options))
+    ws.sock_opt.timeout = timeout
+    sock, _ = _ws_http.connect(url, ws.sock_opt, _ws_http.proxy_info(**_connect_options(options)), None)
+    return sock
+
+
 def _upgrade(
-    ws: websocket.WebSocket, url: str, header: List[str], timeout: Optional[float], options: Dict[str, Any]
+    ws: websocket.WebSocket,
+    url: str,
+    header: List[str],
+    timeout: Optional[float],
+    options: Dict[str, Any],
+    *,
+    opened: Optional[socket.socket] = None,
 ) -> bytes:
     """Connect ``ws`` (TCP, TLS and proxies by websocket-client) and upgrade it to a WebSocket, reading the
     response in blocks (websocket-client reads it one byte per ``recv()``, and a socket with a timeout polls
     before each); return the bytes that came after the response (the server's first frames).
 
+    ``opened``: a socket already connected to ``url``'s origin, used instead of a new one.
+
     Raises what ``websocket.WebSocket.connect`` raises; a redirect is a rejection (the session token is
     not sent to another address).
     """
     ws.sock_opt.timeout = timeout
-    sock, (hostname, port, resource) = _ws_http.connect(url, ws.sock_opt, _ws_http.proxy_info(**options), None)
+    if opened is not None:
+        opened.settimeout(timeout)
+    sock, (hostname, port, resource) = _ws_http.connect(url, ws.sock_opt, _ws_http.proxy_info(**options), opened)
     ws.sock = sock  # closed by abort() on failure
     request, key = _ws_handshake._get_handshake_headers(
         resource, url, hostname, port, {"header": header, "suppress_origin": True}

@@ -115,6 +115,7 @@ class AvatarSession:
         self._receiver = Receiver(core)
         self._connector = Connector(core)
         core.on_finish = self._connector.close
+        weakref.finalize(self, self._connector.ahead.discard)  # a connection opened ahead, never taken
         if options.limiter is not None:
             weakref.finalize(self, core.drop_unused_slot)
         self._reconnector = Reconnector(core, self._sender, self._receiver, self._connector)

@@ -1,5 +1,6 @@
-"""``python -m benchmarks`` (the comparison), ``python -m benchmarks soak`` (the soak) or ``python -m benchmarks
-big-file`` (``avatarsdk send`` of a long file): see the README."""
+"""``python -m benchmarks`` (the comparison), ``python -m benchmarks soak`` (the soak), ``python -m benchmarks
+big-file`` (``avatarsdk send`` of a long file) or ``python -m benchmarks joins`` (join latency over a slow
+link): see the README."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import sys
 from .run import main
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["joins"]:
+        from .joins import main as joins
+
+        sys.exit(joins(sys.argv[2:]))
     if sys.argv[1:2] == ["soak"]:
         from .soak import main as soak
 

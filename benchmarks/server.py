@@ -16,6 +16,8 @@ appends ``/websocket``: ``/bench/mode=M/frames=N/size=S/interval_us=I/warmup=W/d
   ``paced``: ``N`` frames, one every ``I`` µs from ``D`` µs after the trigger on, each stamped with its
   scheduled and actual send time (``time.monotonic_ns()``);
   ``ack``: one frame. The last frame of a response has ``end=true``.
+- A token call's connection stays open for more (HTTP/1.1 keep-alive, as the service's console); any other HTTP
+  answer closes it.
 - Pings are answered, close frames echoed, then the socket is closed.
 - ``GET /bench/stats`` answers with the paced streams' counters since the start, as JSON: ``streams``
   (scheduled), ``frames_sent`` (handed to their sockets) and ``frames_unsent`` (not sent: their connection
@@ -225,14 +227,18 @@ class Conn:
         else:
             self._http_reply(404, b"404 page not found", "text/plain")
 
-    def _http_reply(self, status: int, body: bytes, ctype: str, reason: str = "") -> None:
+    def _http_reply(self, status: int, body: bytes, ctype: str, reason: str = "", *, keep: bool = False) -> None:
+        """Answer; ``keep``: the connection stays open for the next request (the console's token calls)."""
         reason = reason or {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
+            f"{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n"
         )
         self.write(head.encode("latin-1") + body)
-        self.close_after_flush()
+        if not keep:
+            self.close_after_flush()
+        elif self.inbuf:
+            self._http()  # a pipelined next request
 
     def _token_reply(self, headers: Dict[str, str]) -> None:
         if not headers.get("x-api-key"):
@@ -240,7 +246,7 @@ class Conn:
             return
         self.server.counter += 1
         token = f"bench-token-{self.server.counter}"
-        self._http_reply(200, json.dumps({"sessionToken": token}).encode(), "application/json")
+        self._http_reply(200, json.dumps({"sessionToken": token}).encode(), "application/json", keep=True)
 
     def _upgrade(self, target: str, headers: Dict[str, str]) -> None:
         parts = urlsplit(target)

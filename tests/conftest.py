@@ -291,6 +291,8 @@ class RawServer:
                     if not chunk:
                         break
                     head += chunk
+                if not head:
+                    continue  # closed without a request: a connection opened ahead and never used
                 self.requests.append(head)
                 try:
                     for write in self.answer(head):

@@ -218,6 +218,7 @@ def test_insecure_connects_and_warns_once(tls_service: FakeAvatarService, tmp_pa
             "error: --ca-bundle: expected a PEM file, got 'missing.pem' (no such file)",
         ),
         (["token", "--local", "--ca-bundle", "good.wav", "--insecure"], "error: --ca-bundle and --insecure: give one"),
+        (["token", "--local", "--ca-bundle", "good.wav"], "error: --ca-bundle: could not load 'good.wav' as PEM"),
     ],
 )  # fmt: skip
 def test_tls_usage_errors(tmp_path: Path, args: List[str], message: str) -> None:

@@ -56,7 +56,11 @@ def session_threads() -> List[threading.Thread]:
 
 
 def only_the_parked_reader() -> bool:
-    """After a failed start(): just the reader thread init() started, waiting for a retry or close()."""
+    """After a failed start(): just the reader thread init() started, waiting for a retry or close() (the
+    short-lived thread that opens the ingress connection ahead ends first)."""
+    for thread in session_threads():
+        if thread.name.startswith("avatarsdk-preconnect-"):
+            thread.join(5)
     threads = session_threads()
     return len(threads) == 1 and threads[0].name.startswith("avatarsdk-reader-")
 

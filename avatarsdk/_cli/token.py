@@ -4,6 +4,7 @@ itself only with ``--show``)."""
 from __future__ import annotations
 
 import argparse
+import ssl
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Dict, TextIO, Tuple
@@ -11,7 +12,9 @@ from urllib.parse import urlsplit
 
 from .. import AvatarSDKError
 from .._bootstrap import auto_region, region_endpoints
+from .._http_pool import shared_session
 from .._network import NetworkOptions
+from .._tls import HTTP
 from .._token import request_session_token
 from .._validation import check_text, check_url
 from ..regions import AUTO_REGION, default_bootstrap_url, endpoints_for
@@ -34,11 +37,16 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``avatarsdk token``: request a session token and print its expiry (the token only with --show)."""
     if not 0 < args.expires_in <= MAX_EXPIRES_IN:
         raise UsageError(f"--expires-in: expected 1 to {MAX_EXPIRES_IN} seconds (24 h), got {args.expires_in}")
-    network = tls_options(args, err)
+    network = NetworkOptions.checked(**tls_options(args, err))
+    if args.ca_bundle:
+        try:
+            network.tls_context(HTTP)  # built once per process; a file that is not PEM fails here, before any I/O
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--ca-bundle: could not load {args.ca_bundle!r} as PEM certificates ({exc})") from None
     with ExitStack() as stack:
         found, _ = credentials(args, TOKEN_FIELDS, stack, optional=("app_id",))
         try:
-            console, route = _console(found)
+            console, route = _console(found, network)
             api_key = check_text("api_key", found["api_key"], secret=True, header=True)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from exc
@@ -51,7 +59,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 route=route,
                 expire_at=expire_at,
                 timeout=(5.0, 15.0),
-                request_options=NetworkOptions.checked(**network).requests_kwargs(),
+                http=shared_session(console, network),  # the TLS options live in its context
+                request_options=network.requests_kwargs(),
             )
         except AvatarSDKError as exc:
             say(err, error_line(exc))
@@ -65,8 +74,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _console(found: Dict[str, str]) -> Tuple[str, str]:
-    """The console URL given (its route ``"console"``), else the region's and its route."""
+def _console(found: Dict[str, str], network: NetworkOptions) -> Tuple[str, str]:
+    """The console URL given (its route ``"console"``), else the region's and its route (``--region auto``: the
+    bootstrap call with the command's TLS options)."""
     if "console_endpoint_url" in found:
         return check_url("console_endpoint_url", found["console_endpoint_url"], ("http", "https")), "console"
     region = found["region"]
@@ -75,7 +85,9 @@ def _console(found: Dict[str, str]) -> Tuple[str, str]:
     elif "app_id" not in found:
         raise ValueError("--region auto: the bootstrap call needs the app id (--app-id / AVATARSDK_APP_ID)")
     else:
-        endpoints = region_endpoints(auto_region(found["app_id"], url=default_bootstrap_url()))
+        url = default_bootstrap_url()
+        answer = auto_region(found["app_id"], url=url, http=shared_session(url, network))
+        endpoints = region_endpoints(answer)
     return endpoints.console_endpoint_url, endpoints.token_route
 
 

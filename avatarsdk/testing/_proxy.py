@@ -79,7 +79,8 @@ class FaultProxy:
         self.close()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` holds (re-checked whenever bytes are forwarded)."""
+        """Wait until ``predicate()`` holds (re-checked whenever a connection is accepted or bytes are
+        forwarded)."""
         with self._counted:
             if not self._counted.wait_for(predicate, timeout):
                 raise TimeoutError(f"proxy condition not met within {timeout}s")
@@ -135,6 +136,8 @@ class FaultProxy:
                     return
                 self._pairs.append((client, upstream))
                 self.connections += 1
+            with self._counted:
+                self._counted.notify_all()
             self._spawn(self._pump, "up", client, upstream, "bytes_up")
             self._spawn(self._pump, "down", upstream, client, "bytes_down")
 
