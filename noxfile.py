@@ -1,7 +1,7 @@
 """The test matrix and the checks CI runs (``.ci/run``); each session also works on its own.
 
     python3 -m pip install -e ".[dev]"
-    python3 -m nox -s lint proto package tests-oldest tests-newest
+    python3 -m nox -s lint proto package docs tests-oldest tests-newest
 
 Sessions:
 
@@ -12,7 +12,10 @@ Sessions:
   through a constraints file so that installing the package cannot move them.
 * ``lint``: ruff check, ruff format --check, mypy (strict; configured in setup.cfg [mypy]).
 * ``proto``: the committed ``avatarsdk/_proto`` modules match what the pinned protoc generates.
-* ``package``: wheel and sdist build, hold the data files, and the bare wheel imports without any extra.
+* ``package``: wheel and sdist build, hold the data files, and the bare wheel imports without any extra; the sdist
+  ships no test suite (MANIFEST.in says why); the metadata has the project URLs and the long description (the
+  README) only absolute links; an editable install is seen by mypy from a user's file.
+* ``docs``: the documentation site and its API reference (mkdocs.yml), ``mkdocs build --strict``.
 * ``mutation`` (on demand only: not in the default sessions, CI does not run it): mutation testing (mutmut 3) of
   the I/O-free modules, each against its own unit tests, and a table of the scores (scripts/mutation.py, whose
   MODULES table maps each module to its tests; docs/MUTATION.md). ``nox -s mutation -- avatarsdk/_frames.py``
@@ -31,11 +34,13 @@ tests the same versions as a new one; package always installs the wheel into a n
 
 from __future__ import annotations
 
+import email
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -46,7 +51,7 @@ import nox
 nox.needs_version = ">=2024.3.2"
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "proto", "package", "tests-oldest", "tests-newest", "tests-without-audio"]
+nox.options.sessions = ["lint", "proto", "package", "docs", "tests-oldest", "tests-newest", "tests-without-audio"]
 
 ROOT = Path(__file__).resolve().parent
 NEWEST_PYTHON = "3.11"
@@ -67,7 +72,7 @@ OLDEST_CONSTRAINED = {"requests", "websocket-client", "protobuf", "urllib3", "id
 # Distributions whose versions the test sessions print before running the suite.
 REPORTED = {"requests", "websocket-client", "protobuf", "urllib3", "charset-normalizer", "idna", "certifi",
             "websockets", "pytest", "pytest-timeout", "opentelemetry-api", "opentelemetry-sdk"}  # fmt: skip
-LINT_PATHS = ["avatarsdk", "tests", "scripts", "samples", "benchmarks", "noxfile.py"]
+LINT_PATHS = ["avatarsdk", "tests", "scripts", "samples", "benchmarks", "noxfile.py", "setup.py"]
 WHEEL_MUST_CONTAIN = [
     "avatarsdk/py.typed",
     "avatarsdk/_proto/ingress_v2.proto",
@@ -281,7 +286,7 @@ try:
     import avatarsdk.testing
 except ImportError as exc:  # ModuleNotFoundError: No module named 'websockets'
     print(f"import avatarsdk.testing: {type(exc).__name__}: {exc}")
-    assert "websockets" in str(exc), exc
+    assert "websockets" in str(exc) and 'pip install "avatarsdk[testing]"' in str(exc), exc
 else:
     raise AssertionError("avatarsdk.testing imported without the testing extra")
 
@@ -328,3 +333,95 @@ def package(session: nox.Session) -> None:
     python = str(_venv_python(bare))
     session.run(python, "-m", "pip", "install", "--quiet", str(wheel), external=True)
     _run_script(session, "check_bare_install", CHECK_BARE_INSTALL, python=python)
+    _check_sdist(session, sdists[0])
+    _check_metadata(session, wheel)
+    _check_editable_types(session, tmp)
+
+
+# What the sdist must hold (it builds the wheel: setup.py reads setup.cfg and README.md); it ships no tests.
+SDIST_MUST_CONTAIN = ["setup.py", "setup.cfg", "pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE",
+                      "avatarsdk/py.typed", "avatarsdk/_proto/ingress_v2.proto"]  # fmt: skip
+PROJECT_URLS = ["Source", "Changelog"]
+
+
+def _check_sdist(session: nox.Session, sdist: Path) -> None:
+    """The sdist holds what builds the wheel and no test suite (MANIFEST.in: the suite runs from the repository)."""
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    missing = [name for name in SDIST_MUST_CONTAIN if name not in names]
+    if missing:
+        session.error(f"{sdist.name} lacks {missing}")
+    tests = sorted(name for name in names if name.startswith("tests/") or name.endswith("conftest.py"))
+    if tests:
+        session.error(f"{sdist.name} ships part of the test suite (MANIFEST.in prunes tests/): {tests[:5]}")
+    session.log(f"{sdist.name}: {len(names)} entries, no tests/")
+
+
+def _relative_links(markdown: str) -> List[str]:
+    """The link targets of ``markdown`` (outside code) that are not absolute URLs."""
+    prose = re.sub(r"`{3}.*?`{3}", "", markdown, flags=re.DOTALL)
+    prose = re.sub(r"`[^`]*`", "", prose)
+    return [t for t in re.findall(r"\]\(([^)\s]+)", prose) if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def _check_metadata(session: nox.Session, wheel: Path) -> None:
+    """The wheel's metadata: the project URLs, and a long description (the README) with absolute links only."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.message_from_bytes(archive.read(name))
+    urls = dict(value.split(", ", 1) for value in metadata.get_all("Project-URL") or [])
+    missing = [label for label in PROJECT_URLS if label not in urls]
+    if missing or metadata["Home-page"] != urls.get("Source"):
+        session.error(f"metadata: Project-URL {missing} missing, or Home-page differs from Source: {urls}")
+    description = str(metadata.get_payload())
+    if "## Quick start" not in description or metadata["Description-Content-Type"] != "text/markdown":
+        session.error("metadata: the long description is not the README as Markdown")
+    relative = _relative_links(description)
+    if relative:
+        session.error(f"metadata: the long description has relative links (setup.py rewrites them): {relative}")
+    session.log(f"metadata: project URLs {urls}; the long description's links are absolute")
+
+
+USER_FILE = """\
+from avatarsdk import AvatarSDKError, new_avatar_session
+
+
+def on_error(err: AvatarSDKError) -> None:
+    print(err.code, err.retryable)
+
+
+session = new_avatar_session(avatar_id="a", api_key="k", app_id="x", region="us-west", on_error=on_error)
+req_id: str = session.send_audio(b"", end=True)
+"""
+
+
+def _check_editable_types(session: nox.Session, tmp: Path) -> None:
+    """``pip install -e .`` (strict mode: setup.cfg [editable_wheel]) is seen by mypy from a user's file."""
+    tmp = tmp.resolve()  # the commands below run from the user's folder
+    venv = tmp / "editable-venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    python = str(_venv_python(venv))
+    mypy_pin = next(line.strip() for line in (ROOT / "setup.cfg").read_text().splitlines() if "mypy==" in line)
+    session.run(python, "-m", "pip", "install", "--quiet", "-e", str(ROOT), mypy_pin, external=True)
+    user = tmp / "user_code"
+    shutil.rmtree(user, ignore_errors=True)
+    user.mkdir()
+    (user / "good.py").write_text(USER_FILE, encoding="utf-8")
+    (user / "bad.py").write_text(USER_FILE.replace("req_id: str", "req_id: int"), encoding="utf-8")
+    mypy = [python, "-m", "mypy", "--strict", "--no-incremental", "--config-file", os.devnull]
+    # From the user's folder, as a user runs it (inside the repository mypy would check the package's sources too).
+    with session.chdir(user):
+        session.run(*mypy, "good.py", external=True)
+        out = session.run(*mypy, "bad.py", external=True, success_codes=[1], silent=True)
+    if "Incompatible types in assignment" not in str(out):
+        session.error(f"mypy did not see the editable install's types: {out}")
+    session.log("editable install: mypy --strict sees avatarsdk's types from a user's file")
+
+
+@nox.session(python=find_python(NEWEST_PYTHON))
+def docs(session: nox.Session) -> None:
+    """The documentation site and API reference (mkdocs.yml), warnings as errors, with the docs extra's pins."""
+    session.install("-e", ".[docs]")
+    site = Path(session.create_tmp()) / "site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(site))

@@ -14,6 +14,12 @@ The key is the trust configuration as each client would resolve it:
   WebSocket trusts ``WEBSOCKET_CLIENT_CA_BUNDLE`` when set, else the system's store (as websocket-client does).
   The environment is read at each use, so a changed variable gets its own context.
 
+urllib3 before 2.0 (which requests 2.26 to 2.29 may bring) wraps sockets to an IP address without a server name
+and matches the host name itself: a context it is given must leave ``check_hostname`` off (urllib3 1.26 makes
+its own contexts so too) or every call to an IP address fails. Under urllib3 1.x the token call's context is
+therefore a second one, with ``check_hostname`` off and urllib3's own match instead; the WebSocket's keeps it on
+(websocket-client passes the server name and relies on the context).
+
 A context is never changed once built (the clients are given settings that match it), so threads share it
 freely; a forked child keeps the contexts (they hold no socket) and gets a new lock.
 """
@@ -26,6 +32,7 @@ import ssl
 import threading
 from typing import Dict, Optional, Tuple, Union
 
+import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 logger = logging.getLogger(__name__)
@@ -34,7 +41,11 @@ logger = logging.getLogger(__name__)
 HTTP, WEBSOCKET = "http", "websocket"
 
 ClientCert = Union[str, Tuple[str, str]]
-Key = Tuple[bool, Optional[str], Optional[ClientCert]]  # verify, CA file or directory (None: system store), cert
+# verify, CA file or directory (None: system store), client certificate, whether the client matches host names
+Key = Tuple[bool, Optional[str], Optional[ClientCert], bool]
+
+#: urllib3 1.x matches host names itself (see the module documentation).
+URLLIB3_MATCHES_HOSTNAMES = int(urllib3.__version__.split(".")[0]) < 2  # type: ignore[attr-defined]
 
 _lock = threading.Lock()
 _contexts: Dict[Key, ssl.SSLContext] = {}
@@ -52,17 +63,18 @@ if hasattr(os, "register_at_fork"):
 
 def trust_key(verify_tls: bool, ca_bundle: Optional[str], client_cert: Optional[ClientCert], role: str) -> Key:
     """The trust configuration ``role``'s connections resolve the options to (see the module documentation)."""
+    by_client = role == HTTP and URLLIB3_MATCHES_HOSTNAMES
     if not verify_tls:
-        return (False, None, client_cert)
+        return (False, None, client_cert, False)
     if ca_bundle is not None:
-        return (True, os.fspath(ca_bundle), client_cert)
+        return (True, os.fspath(ca_bundle), client_cert, by_client)
     if role == HTTP:
         where = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi()
     else:
         where = os.environ.get("WEBSOCKET_CLIENT_CA_BUNDLE") or None
         if where is not None and not os.path.exists(where):
             where = None  # websocket-client ignores a variable that names nothing
-    return (True, where, client_cert)
+    return (True, where, client_cert, by_client)
 
 
 def tls_context(
@@ -91,9 +103,11 @@ def cert_reqs_name(context: ssl.SSLContext) -> str:
 
 def _build(key: Key) -> ssl.SSLContext:
     global builds
-    verify, where, cert = key
+    verify, where, cert, by_client = key
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # as urllib3's own contexts
+    if by_client:
+        context.check_hostname = False  # urllib3 1.x matches the host name itself
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -138,9 +138,8 @@ async def stream_async(
     the task that reads it) gives the session back and interrupts the request, as closing
     :meth:`SessionPool.stream`'s iterator does.
 
-    Raises:
-        As :meth:`SessionPool.stream` (``PoolTimeoutError``, ``AvatarSDKError``, ``ValueError`` for bad
-        arguments), from the ``await``; from the iterator as its frames' iterator.
+    Errors are those of :meth:`SessionPool.stream` (``PoolTimeoutError``, ``AvatarSDKError``, ``ValueError`` for
+    bad arguments), raised by the ``await``; the iterator raises what the frames' iterator raises.
     """
     return await ThreadedIterator.open(
         lambda: pool.stream(

@@ -318,9 +318,8 @@ class AvatarSession:
         ``StreamingHttpResponse``: if the response is closed early, the request is abandoned and the service
         told to stop it.
 
-        Raises:
-            As :meth:`open_request` and :meth:`send_audio` (at the call), and as :meth:`AvatarRequest.frames`
-            (from the iterator).
+        Errors are those of :meth:`open_request` and :meth:`send_audio` (raised by the call), and of
+        :meth:`AvatarRequest.frames` (raised by the iterator).
         """
         data = self._sender.audio.check(audio, True)
         if isinstance(chunk_ms, bool) or not isinstance(chunk_ms, int) or chunk_ms <= 0:

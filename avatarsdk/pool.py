@@ -2,7 +2,7 @@
 
 A relay backend (gunicorn ``gthread``, waitress, mod_wsgi, Django's runserver) sends each utterance on a
 session that is already started (``pool.session()``, ``pool.stream()``), so no request pays for the token
-call, the connect and the handshake. README.md's "Session pool" says how to use it.
+call, the connect and the handshake. docs/GUIDE.md's "Session pool" says how to use it.
 
 How it works, and why:
 
@@ -134,10 +134,14 @@ class SessionPool:
     Thread-safety: every method may be called from any thread. A lent session belongs to its borrower
     until it is returned; ``transport_frames`` and ``on_error`` run on the sessions' dispatcher threads.
 
+    ``avatar_id``, ``api_key``, ``app_id``, ``console_endpoint_url``, ``ingress_endpoint_url``, ``region`` and
+    ``token_route`` are as for :func:`~avatarsdk.new_avatar_session` (``region="auto"`` is resolved at each
+    session's ``init()``, from the process-wide cache after the first); so are every session's configuration
+    (``use_query_auth``, ``sample_rate``, ``bitrate``, ``audio_format``, ``ogg_opus_encoder``,
+    ``livekit_egress``, ``agora_egress``, ``extra_params``) and callbacks (``on_playback_state``,
+    ``on_encoded_audio``, ``on_reconnect``).
+
     Args:
-        avatar_id, api_key, app_id, console_endpoint_url, ingress_endpoint_url, region, token_route: As for
-            :func:`~avatarsdk.new_avatar_session` (``region="auto"`` is resolved at each session's ``init()``,
-            from the process-wide cache after the first).
         max_size: Most sessions (lent, idle, starting or closing) at once.
         min_idle: Sessions the maintenance thread keeps started and idle (within ``max_size``), around the clock
             (600 credits an hour each); 0 for none.
@@ -152,12 +156,8 @@ class SessionPool:
             than ``token_lifetime``); a lent one when it is returned.
         borrow_timeout: Default seconds :meth:`session` and :meth:`stream` wait for a session (``None``:
             no limit).
-        use_query_auth, sample_rate, bitrate, audio_format, ogg_opus_encoder, livekit_egress, agora_egress,
-            extra_params: Every session's configuration, as for :func:`~avatarsdk.new_avatar_session`.
         transport_frames: Receives every frame of every session (``None``: use the pull API).
         on_error: Receives every session's errors, and the errors of starts made by the maintenance thread.
-        on_playback_state, on_encoded_audio, on_reconnect: Every session's, as for
-            :func:`~avatarsdk.new_avatar_session`.
         options: Every session's options (:class:`~avatarsdk.SessionOptions`: timeouts, limits, network
             settings, reconnect policy, dispatcher), as for :class:`~avatarsdk.AvatarSession`. A lent session
             that reconnects goes on serving its borrower; like any session that reported an error, it is
@@ -326,12 +326,12 @@ class SessionPool:
             audio: The whole utterance (PCM s16le mono at the pool's ``sample_rate``, or Ogg Opus bytes when
                 ``audio_format`` is ``OGG_OPUS`` without ``ogg_opus_encoder``).
             timeout: Seconds to wait for a session (``None``: the pool's ``borrow_timeout``).
-            chunk_ms, frame_timeout, deadline, trace_context: As for :meth:`AvatarSession.stream` (``deadline``
-                counts from when the session is lent).
 
-        Raises:
-            As :meth:`session` and :meth:`AvatarSession.stream`; from the iterator as
-            :meth:`AvatarRequest.frames` (an :class:`~avatarsdk.AvatarSDKError` also discards the session).
+        ``chunk_ms``, ``frame_timeout``, ``deadline`` and ``trace_context`` are as for
+        :meth:`AvatarSession.stream` (``deadline`` counts from when the session is lent).
+
+        Errors are those of :meth:`session` and :meth:`AvatarSession.stream`; the iterator raises what
+        :meth:`AvatarRequest.frames` raises (an :class:`~avatarsdk.AvatarSDKError` also discards the session).
         """
         self._check_fork()
         template = self._config.template

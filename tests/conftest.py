@@ -42,7 +42,7 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 
-# What a close frame from the server means (README "Errors"): close code, the error reported, whether retryable.
+# What a close frame from the server means (docs/GUIDE.md "Errors"): close code, the error reported, whether retryable.
 CLOSE_CODE_ERRORS: Tuple[Tuple[int, AvatarSDKErrorCode, bool], ...] = (
     (1011, AvatarSDKErrorCode.connectionClosed, True),
     (4001, AvatarSDKErrorCode.creditsExhausted, False),

@@ -175,10 +175,20 @@ def tls_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAvatar
 
 
 def tls_env(service: FakeAvatarService) -> Dict[str, str]:
-    env = service_env(service)
+    """The whole environment of a command against ``service`` with no CA bundle variable: the default stores,
+    which do not trust the test CA (removed, not emptied: requests 2.26 read an empty ``CURL_CA_BUNDLE`` as
+    ``verify=""``, which turned verification off)."""
+    env = clean_env(service_env(service))
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "WEBSOCKET_CLIENT_CA_BUNDLE"):
-        env[name] = ""  # the default store, which does not trust the test CA
+        env.pop(name, None)
     return env
+
+
+def tls_cli(*args: str, env: Dict[str, str]) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """``cli`` with exactly ``env`` (``cli`` starts from this process's environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "avatarsdk", *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
 
 
 def test_ca_bundle_trusts_the_given_authorities(tls_service: FakeAvatarService, tmp_path: Path) -> None:
@@ -186,7 +196,7 @@ def test_ca_bundle_trusts_the_given_authorities(tls_service: FakeAvatarService, 
     assert tls_service.console_url.startswith("https://")
     audio = str(write_wav(tmp_path / "a.wav", 0.2))
     env = tls_env(tls_service)
-    refused = cli("send", audio, env=env)
+    refused = tls_cli("send", audio, env=env)
     assert refused.returncode == 1
     assert only_line(refused.stderr).startswith("error: connectionFailed: ")
     for args in (
@@ -194,7 +204,7 @@ def test_ca_bundle_trusts_the_given_authorities(tls_service: FakeAvatarService, 
         ["--ca-bundle", bundle, "token"],
         ["demo", "--ca-bundle", bundle],
     ):
-        result = cli(*args, env=env)
+        result = tls_cli(*args, env=env)
         assert result.returncode == 0, (args, result.stdout + result.stderr)
         assert result.stderr == ""
 
@@ -203,7 +213,7 @@ def test_insecure_connects_and_warns_once(tls_service: FakeAvatarService, tmp_pa
     audio = str(write_wav(tmp_path / "a.wav", 0.2))
     env = tls_env(tls_service)
     for args in (["send", audio, "--insecure"], ["--insecure", "token"], ["--insecure", "demo", "--utterances", "1"]):
-        result = cli(*args, env=env)
+        result = tls_cli(*args, env=env)
         assert result.returncode == 0, (args, result.stdout + result.stderr)
         assert result.stderr == (
             "warning: --insecure: the servers' certificates are not checked; credentials can be intercepted\n"

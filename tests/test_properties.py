@@ -3,7 +3,7 @@
 error classifier (avatarsdk/errors.py: classify, CLASSIFICATION_RULES) and the token-response parser
 (avatarsdk/_token.py: parse_token_response).
 
-Each property comes from documented behaviour (the modules' docstrings, PROTOCOL.md, the README), and the
+Each property comes from documented behaviour (the modules' docstrings, PROTOCOL.md, docs/GUIDE.md), and the
 inputs are built independently of the code under test: frames by hand (RFC 6455 section 5.2, with
 avatarsdk.testing.wire), protobuf messages with the generated module or from raw tags and varints. Bugs these
 properties found are pinned by their minimal examples as regression tests.
@@ -781,7 +781,7 @@ def letterless_texts(max_size: int = 30) -> st.SearchStrategy[str]:
     letterless_texts(),
 )
 def test_classify_http_statuses(phase: str, status: int, plain: str) -> None:
-    """Token call and WebSocket upgrade rejections (README 'Retries', PROTOCOL.md sections 1, 2 and 4): with
+    """Token call and WebSocket upgrade rejections (docs/GUIDE.md 'Retries', PROTOCOL.md sections 1, 2 and 4): with
     nothing more specific said, 5xx is a retryable serverError and 429 a retryable concurrencyLimit; any other
     4xx is a final answer, never retryable, never a server error."""
     code, retryable, _ = classify(phase=phase, http_status=status, text=plain)
@@ -899,7 +899,7 @@ HTTP_STATUSES = st.one_of(st.just(200), st.sampled_from([400, 401, 403, 404, 429
 
 
 def parsed_document(body: bytes) -> Any:
-    """The body as JSON, read as the README says bodies are (UTF-8, invalid bytes replaced); None if not JSON."""
+    """The body as JSON, read as docs/GUIDE.md says bodies are (UTF-8, invalid bytes replaced); None if not JSON."""
     try:
         return json.loads(body.decode("utf-8", errors="replace"))
     except (ValueError, RecursionError):
@@ -1000,7 +1000,7 @@ def bodies_echoing(draw: st.DrawFn, key: str) -> bytes:
 @given(st.sampled_from([200, 400, 401, 403, 429, 500, 502]), API_KEYS, st.data())
 def test_token_errors_never_show_the_api_key(status: int, key: str, data: Any) -> None:
     """Whatever the service echoes, the API key never appears in the error's message, str, repr, server texts
-    or raw_body (README 'Logging and secrets'); parsing is done on the body as received."""
+    or raw_body (docs/GUIDE.md 'Logging and secrets'); parsing is done on the body as received."""
     body = data.draw(bodies_echoing(key), "body")
     got = outcome(status, body, secrets=(key, ""))
     if isinstance(got, str):

@@ -203,7 +203,7 @@ def test_loopback_under_an_environment_proxy_as_each_websocket_client_does(
 ) -> None:
     """With HTTPS_PROXY set and NO_PROXY unset, the token call (requests) goes through the proxy even to
     127.0.0.1; the WebSocket does only from websocket-client 1.9.0 on (1.6.0 to 1.8.x exempt ``localhost`` and
-    ``127.0.0.1`` while NO_PROXY is empty), as the README says."""
+    ``127.0.0.1`` while NO_PROXY is empty), as docs/GUIDE.md says."""
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     with tls_service(ca) as svc, ConnectProxy() as proxy:

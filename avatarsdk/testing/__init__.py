@@ -13,6 +13,14 @@ Needs the ``testing`` extra (``pip install "avatarsdk[testing]"``), which brings
 
 from __future__ import annotations
 
+try:
+    import websockets  # noqa: F401  (the stand-in's server; only the testing extra brings it)
+except ImportError as exc:
+    raise ImportError(
+        "avatarsdk.testing needs the websockets package, which the testing extra brings: "
+        'pip install "avatarsdk[testing]"'
+    ) from exc
+
 from ._connection import FakeConnection
 from ._proxy import FaultProxy
 from ._scripts import (

@@ -26,7 +26,7 @@ Why SSE rather than length-prefixed binary records over chunked HTTP: a browser 
 by line, each frame carries its ``req_id``/``last``/``seq`` beside it, the audio travels in the same
 response, and proxies pass it through unbuffered (``X-Accel-Buffering: no``). The cost is base64, a third
 more bytes than binary, which frames of about a kilobyte at 25 a second can afford; a client that needs
-every byte can take ``frame.data`` as binary records instead (see the README's "Pull style").
+every byte can take ``frame.data`` as binary records instead (see docs/GUIDE.md, "Pull style").
 
 When the client goes away, the WSGI server closes the response (:meth:`EventStream.close`): closing the
 frame iterator gives the session back to the pool and interrupts the request, so the service stops
