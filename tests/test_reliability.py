@@ -195,7 +195,9 @@ def test_environment_proxies_are_honoured(
         session.start()
         session.close()
         hosts = {host for host, _ in proxy.targets}
-    assert hosts == {"127.0.0.2"} and len(proxy.targets) == 2
+    # both connections went through it (the ingress may be reached twice: init() opens it ahead, and start()
+    # replaces a connection it finds unusable)
+    assert hosts == {"127.0.0.2"} and len(set(proxy.targets)) == 2
 
 
 def test_loopback_under_an_environment_proxy_as_each_websocket_client_does(
