@@ -16,9 +16,10 @@ import enum
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Generic, List, Optional, Protocol, Set, Tuple, TypedDict, TypeVar
+from typing import Callable, Deque, Dict, Generic, List, Optional, Protocol, Set, Tuple, TypeVar
 
 from ._backoff import Backoff
+from ._pool_types import PoolStats
 
 ENDED = "the session has ended"
 DUE = "its token expires within refresh_margin"
@@ -108,23 +109,6 @@ class Fate(enum.Enum):
     NOT_LENT = enum.auto()  # already returned: nothing to do
 
 
-class Counts(TypedDict):
-    """The fields of ``PoolStats`` (see there)."""
-
-    idle: int
-    in_use: int
-    creating: int
-    created: int
-    discarded: int
-    waits: int
-    timeouts: int
-    failed: int
-    refused: int
-    closed_idle: int
-    closed_age: int
-    connected_seconds: float
-
-
 class LendingState(Generic[S]):
     """The entries of one pool in one process, its waiting borrowers and its counts.
 
@@ -204,22 +188,22 @@ class LendingState(Generic[S]):
         """Every entry idle, lent or starting."""
         return [*self.idle, *self.lent, *self.starting]
 
-    def counts(self, now: float) -> Counts:
-        """The fields of ``PoolStats`` at ``now``."""
-        return {
-            "idle": len(self.idle),
-            "in_use": len(self.lent),
-            "creating": len(self.starting),
-            "created": self.created,
-            "discarded": self.discarded,
-            "waits": self.waits,
-            "timeouts": self.timeouts,
-            "failed": self.failed,
-            "refused": self.refused,
-            "closed_idle": self.closed_idle,
-            "closed_age": self.closed_age,
-            "connected_seconds": self.offline_seconds + sum(now - began for began in self.online.values()),
-        }
+    def counts(self, now: float) -> PoolStats:
+        """The pool's :class:`PoolStats` at ``now``."""
+        return PoolStats(
+            idle=len(self.idle),
+            in_use=len(self.lent),
+            creating=len(self.starting),
+            created=self.created,
+            discarded=self.discarded,
+            waits=self.waits,
+            timeouts=self.timeouts,
+            failed=self.failed,
+            refused=self.refused,
+            closed_idle=self.closed_idle,
+            closed_age=self.closed_age,
+            connected_seconds=self.offline_seconds + sum(now - began for began in self.online.values()),
+        )
 
     # ----------------------------------------------------------------------------------- borrowing
 

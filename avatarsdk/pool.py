@@ -270,7 +270,7 @@ class SessionPool:
         self._check_fork()
         lender = self._lender
         with lender.cond:
-            return PoolStats(**lender.state.counts(time.monotonic()))
+            return lender.state.counts(time.monotonic())
 
     def __repr__(self) -> str:
         state = self._lender.state

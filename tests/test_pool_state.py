@@ -3,6 +3,7 @@ borrowers, max_size, health, refresh, warm-up, returns, close and the counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -81,7 +82,7 @@ def counts(**changed: int) -> Dict[str, int]:
 
 def counted(state: LendingState[FakeSession], now: float = NOW) -> Dict[str, Any]:
     """The state's counts at ``now`` without the connected time."""
-    tally: Dict[str, Any] = dict(state.counts(now))
+    tally: Dict[str, Any] = dataclasses.asdict(state.counts(now))
     del tally["connected_seconds"]
     return tally
 
@@ -147,7 +148,7 @@ def test_a_fresh_state_is_empty_and_open() -> None:
     assert state.closed is False and state.busy is False and state.size() == 0 and state.entries() == []
     assert (state.max_size, state.min_idle, state.lifetime, state.margin) == (3, 0, LIFETIME, MARGIN)
     assert (state.max_idle, state.max_age, state.refusal_backoff) == (None, None, REFUSAL_BACKOFF)
-    assert state.counts(NOW)["connected_seconds"] == 0.0 and state.hold_until == -math.inf
+    assert state.counts(NOW).connected_seconds == 0.0 and state.hold_until == -math.inf
 
 
 # ------------------------------------------------------------------------------------------- lending
@@ -667,23 +668,23 @@ def test_a_borrower_that_may_not_start_is_only_lent_idle_entries() -> None:
 def test_connected_seconds_add_up_open_and_ended_entries() -> None:
     state = new_state(max_size=3)
     a, b = start(state), start(state)
-    assert state.counts(NOW + 5)["connected_seconds"] == 0.0  # starting: not connected yet
+    assert state.counts(NOW + 5).connected_seconds == 0.0  # starting: not connected yet
     state.started(a, lend=True, now=NOW + 1)
     state.started(b, lend=True, now=NOW + 2)
-    assert state.counts(NOW + 4)["connected_seconds"] == 3.0 + 2.0
+    assert state.counts(NOW + 4).connected_seconds == 3.0 + 2.0
     state.disconnected(a, NOW + 11)
     state.disconnected(a, NOW + 50)  # once
-    assert state.counts(NOW + 12)["connected_seconds"] == 10.0 + 10.0
+    assert state.counts(NOW + 12).connected_seconds == 10.0 + 10.0
     failed = start(state)
     state.start_failed(failed)
     state.disconnected(failed, NOW + 12)  # never connected: nothing
-    assert state.counts(NOW + 12)["connected_seconds"] == 20.0
+    assert state.counts(NOW + 12).connected_seconds == 20.0
     state.disconnected(b, NOW + 14)
-    assert state.counts(NOW + 100)["connected_seconds"] == 10.0 + 12.0  # both ended: it no longer grows
+    assert state.counts(NOW + 100).connected_seconds == 10.0 + 12.0  # both ended: it no longer grows
     state.close()
     late = start(state)
     assert state.started(late, lend=False, now=NOW + 100) is False  # connected, then closed by its starter
-    assert state.counts(NOW + 101)["connected_seconds"] == 10.0 + 12.0 + 1.0
+    assert state.counts(NOW + 101).connected_seconds == 10.0 + 12.0 + 1.0
 
 
 # ------------------------------------------------------------------------------------------- close
@@ -804,6 +805,6 @@ def test_no_sequence_of_events_exceeds_max_size_or_loses_an_entry(
         if op == "upkeep":
             assert not any(entry.aged(now) or entry.due(now) for entry in state.idle)
         stats = state.counts(now)
-        kept = stats["idle"] + stats["in_use"]
-        assert stats["created"] == kept + stats["discarded"] + stats["closed_idle"] + stats["closed_age"]
-        assert stats["connected_seconds"] == pytest.approx(billed + sum(now - t for t in began.values()))
+        kept = stats.idle + stats.in_use
+        assert stats.created == kept + stats.discarded + stats.closed_idle + stats.closed_age
+        assert stats.connected_seconds == pytest.approx(billed + sum(now - t for t in began.values()))
