@@ -69,8 +69,8 @@ class Preconnect:
     def take(self, url: str, wait: Optional[float]) -> Outcome:
         """For ``start()``: the open socket (for ``url``'s origin, fresh and alive), or the connect's recent
         error; ``None`` when ``start()`` should connect anew. Waits up to ``wait`` seconds for the connect."""
-        if origin(url) == self.origin:
-            self._done.wait(wait)
+        if origin(url) == self.origin and self._done.wait(wait):
+            self.thread.join()  # it only returns after setting _done: no thread outlives the hand-over
         with self._lock:
             outcome, self._outcome = self._outcome, None
             self._taken = True

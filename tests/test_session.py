@@ -55,13 +55,17 @@ def session_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("avatarsdk-")]
 
 
-def only_the_parked_reader() -> bool:
-    """After a failed start(): just the reader thread init() started, waiting for a retry or close() (the
-    short-lived thread that opens the ingress connection ahead ends first)."""
+def threads_after_preconnect() -> List[threading.Thread]:
+    """The session threads once the short-lived thread that opens the ingress connection ahead has ended."""
     for thread in session_threads():
         if thread.name.startswith("avatarsdk-preconnect-"):
             thread.join(5)
-    threads = session_threads()
+    return session_threads()
+
+
+def only_the_parked_reader() -> bool:
+    """After a failed start(): just the reader thread init() started, waiting for a retry or close()."""
+    threads = threads_after_preconnect()
     return len(threads) == 1 and threads[0].name.startswith("avatarsdk-reader-")
 
 
@@ -1076,7 +1080,8 @@ def test_init_parks_the_reader_thread_and_close_lets_it_go(make_session: MakeSes
 def test_a_session_dropped_after_init_lets_its_thread_go(service: FakeAvatarService) -> None:
     session = new_avatar_session(**service.session_kwargs())
     session.init()
-    (parked,) = session_threads()
+    (parked,) = threads_after_preconnect()
+    assert parked.name.startswith("avatarsdk-reader-")
     del session
     gc.collect()
     parked.join(5)
