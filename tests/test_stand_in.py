@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import List, Optional
 
 import pytest
 import requests
@@ -178,3 +181,50 @@ def test_without_a_concurrency_limit_nothing_is_refused(service: FakeAvatarServi
 def test_an_unknown_concurrency_refusal_is_refused() -> None:
     with pytest.raises(ValueError, match="concurrency_refusal: expected one of"):
         FakeAvatarService(concurrency_limit=1, concurrency_refusal="token")
+
+
+class _Records(logging.Handler):
+    """The stand-in server's records of failed opening handshakes, waited for (the server logs from its
+    connection's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: List[logging.LogRecord] = []
+        self.changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() != "opening handshake failed":
+            return
+        with self.changed:
+            self.records.append(record)
+            self.changed.notify_all()
+
+    def wait_for(self, count: int) -> List[logging.LogRecord]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.records) >= count, 5), self.records
+            return list(self.records)
+
+
+def test_a_connection_opened_ahead_and_never_used_is_logged_at_debug(service: FakeAvatarService) -> None:
+    """A session's init() opens the ingress connection ahead; closed unused, it is no server error. A request
+    line that is not HTTP still is."""
+    records = _Records()
+    server_logger = logging.getLogger("avatarsdk.testing.ingress.websockets")
+    server_logger.addHandler(records)
+    level = server_logger.level
+    server_logger.setLevel(logging.DEBUG)
+    try:
+        session = new_avatar_session(**service.session_kwargs())
+        session.init()
+        session.close()  # the connection opened ahead is closed before anything was sent on it
+        (unused,) = records.wait_for(1)
+        assert (unused.levelno, unused.getMessage()) == (logging.DEBUG, "opening handshake failed")
+        port = int(service.ingress_url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"NOT HTTP\r\n\r\n")
+            sock.recv(1024)  # the server answers 400 and closes
+        _, garbage = records.wait_for(2)
+        assert (garbage.levelno, garbage.getMessage()) == (logging.ERROR, "opening handshake failed")
+    finally:
+        server_logger.removeHandler(records)
+        server_logger.setLevel(level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http
+import logging
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar, Union
 from urllib.parse import parse_qsl, urlsplit
@@ -37,6 +38,33 @@ from ._state import ServiceState
 INGRESS_PATH = "/v2/driveningress"
 INGRESS_V1_PATH = "/v1/driveningress"
 
+
+class _UnusedConnectionsAtDebug(logging.Filter):
+    """websockets logs ``opening handshake failed`` at ERROR for a connection closed before its request line:
+    what a client that opened a connection ahead and never used it does (the SDK's ``init()`` without
+    ``start()``). Those records go on at DEBUG; every other failure keeps its level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = record.levelno == logging.ERROR and record.getMessage() == "opening handshake failed"
+        if failed and _closed_before_request(record.exc_info[1] if record.exc_info else None):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return SERVER_LOGGER.isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _closed_before_request(exc: Optional[BaseException]) -> bool:
+    for _ in range(8):  # InvalidMessage <- EOFError("...while reading HTTP request line") <- EOFError(0 bytes)
+        if exc is None:
+            return False
+        if isinstance(exc, EOFError) and "request line" in str(exc):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+SERVER_LOGGER = logging.getLogger("avatarsdk.testing.ingress.websockets")
+SERVER_LOGGER.addFilter(_UnusedConnectionsAtDebug())
+
 Envelope = TypeVar("Envelope", pb.Message, pb1.Message)
 
 
@@ -57,6 +85,7 @@ class Ingress:
             close_timeout=2,
             server_header="avatarsdk-fake",
             ssl=service.ssl_context,
+            logger=SERVER_LOGGER,
         )
 
     @property
