@@ -172,7 +172,7 @@ class Bare:
     def token(self) -> str:
         request = urllib.request.Request(
             self.p["console_url"].rstrip("/") + "/session-tokens",
-            data=json.dumps({"expireAt": int(time.time()) + 3600}).encode(),
+            data=json.dumps({"appId": APP_ID, "expireAt": int(time.time()) + 3600}).encode(),  # as the SDK sends it
             headers={"X-Api-Key": API_KEY, "Content-Type": "application/json"},
             method="POST",
         )
