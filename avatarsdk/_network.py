@@ -14,10 +14,10 @@ import ssl
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
-from ._tls import WEBSOCKET, ClientCert, tls_context
+from ._tls import HTTP, WEBSOCKET, ClientCert, tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,29 @@ class NetworkOptions:
         ``_tls.WEBSOCKET``), built at the first call (``OSError``/``ssl.SSLError``: a file would not load)."""
         return tls_context(self.verify_tls, self.ca_bundle, self.client_cert, role)
 
+    def prepare_tls(self, console_url: Optional[str], ingress_url: Optional[str]) -> None:
+        """Build the TLS contexts the session's connections to these URLs will use (``None``: not known yet, as
+        with ``region="auto"``: taken as secure), so a join does not load a CA bundle (tens of milliseconds of
+        CPU, once per process and trust configuration) and a file that does not load is reported before any I/O.
+
+        Raises:
+            ValueError: ``ca_bundle`` or ``client_cert`` would not load (the message names which). A default
+                store that does not load (an environment variable naming a bad file) is left for ``init()`` and
+                ``start()`` to report, as the clients would.
+        """
+        for role in secure_roles(console_url, ingress_url):
+            try:
+                self.tls_context(role)
+            except (OSError, ssl.SSLError) as exc:
+                if self.ca_bundle is None and self.client_cert is None:
+                    return
+                raise ValueError(self._unloadable(exc)) from None
+
+    def _unloadable(self, exc: BaseException) -> str:
+        if self.ca_bundle is not None and not _loads_as_ca(self.ca_bundle):
+            return f"ca_bundle: could not load {self.ca_bundle!r} as PEM certificates ({exc})"
+        return f"client_cert: could not load {self.client_cert!r} as a PEM certificate and key ({exc})"
+
     def websocket_options(self, *, secure: bool = True) -> Dict[str, Any]:
         """Keyword options for websocket-client's ``connect`` (it reads environment proxies itself); for a
         ``secure`` (wss) URL, TLS as the process's shared context of this trust configuration."""
@@ -105,6 +128,24 @@ class NetworkOptions:
             if parts.username:
                 options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
         return options
+
+
+def secure_roles(console_url: Optional[str], ingress_url: Optional[str]) -> List[str]:
+    """Which shared TLS contexts (``_tls.HTTP``, ``_tls.WEBSOCKET``) connections to these URLs use."""
+    roles = []
+    if console_url is None or urlsplit(console_url).scheme.lower() == "https":
+        roles.append(HTTP)
+    if ingress_url is None or urlsplit(ingress_url).scheme.lower() in ("https", "wss"):
+        roles.append(WEBSOCKET)
+    return roles
+
+
+def _loads_as_ca(path: str) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError):
+        return False
+    return True
 
 
 def user_stacklevel() -> int:

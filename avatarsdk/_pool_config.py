@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 from ._config_checks import check_config, copy_config
 from ._ingress import ingress_for
-from ._network import warn_insecure_transport
+from ._network import NetworkOptions, warn_insecure_transport
 from ._options import Options
 from ._sender import AudioOut
 from ._validation import check_int
@@ -77,15 +77,17 @@ def check_retirement(max_idle_time: object, max_session_age: object) -> Tuple[Op
     return max_idle, max_age
 
 
-def session_template(config: SessionConfig) -> SessionConfig:
+def session_template(config: SessionConfig, network: Optional[NetworkOptions] = None) -> SessionConfig:
     """The sessions' configuration checked once, with its warnings (no I/O); a copy, so that later changes to
-    the caller's objects do not reach it."""
+    the caller's objects do not reach it. The TLS contexts of ``network`` are built here, as a session's are."""
     template = copy_config(check_config(config))
     ingress_for(template)  # v1's limits (and its deprecation, said once, here)
     AudioOut(template)  # the Ogg Opus encoder needs PyAV: fail here, before I/O
     warn_insecure_transport(
         template.console_endpoint_url, template.ingress_endpoint_url, use_query_auth=template.use_query_auth
     )
+    if network is not None:
+        network.prepare_tls(template.console_endpoint_url or None, template.ingress_endpoint_url or None)
     return template
 
 

@@ -20,6 +20,10 @@ its own contexts so too) or every call to an IP address fails. Under urllib3 1.x
 therefore a second one, with ``check_hostname`` off and urllib3's own match instead; the WebSocket's keeps it on
 (websocket-client passes the server name and relies on the context).
 
+The contexts a session will use are built when it (or its pool) is created (``NetworkOptions.prepare_tls``), so
+no join pays for loading a bundle; ``init()`` and ``start()`` ask again (the environment may have changed) and
+find them built.
+
 A context is never changed once built (the clients are given settings that match it), so threads share it
 freely; a forked child keeps the contexts (they hold no socket) and gets a new lock.
 """

@@ -86,10 +86,13 @@ class AvatarSession:
             :class:`~avatarsdk.SessionOptions`, each documented there with its default.
 
     Every timeout may be ``None`` for no limit. Credentials that would travel unencrypted to another host, or in
-    a URL query, raise an ``InsecureTransportWarning`` when the session is created.
+    a URL query, raise an ``InsecureTransportWarning`` when the session is created. The process's first session
+    of a trust configuration also builds its TLS contexts here (loading the CA bundle: tens of milliseconds of
+    CPU, once per process), so that no join pays for it.
 
     Raises:
-        TypeError, ValueError: a field of ``config`` or an option is invalid (the message names it).
+        TypeError, ValueError: a field of ``config`` or an option is invalid, or ``ca_bundle``/``client_cert``
+            would not load (the message names it).
     """
 
     def __init__(self, config: SessionConfig, **options: Unpack[SessionOptions]) -> None:
@@ -110,6 +113,7 @@ class AvatarSession:
             warn_insecure_transport(
                 config.console_endpoint_url, config.ingress_endpoint_url, use_query_auth=config.use_query_auth
             )
+            options.network.prepare_tls(config.console_endpoint_url or None, config.ingress_endpoint_url or None)
         core = self._core = Core(next(_session_numbers), config, options, ingress)
         self._sender = Sender(core)
         self._receiver = Receiver(core)

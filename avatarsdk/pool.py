@@ -164,7 +164,8 @@ class SessionPool:
             replaced when returned. The pool does not close a ``dispatcher`` it is given.
 
     Raises:
-        TypeError, ValueError: an argument is invalid (the message names it); nothing has been sent.
+        TypeError, ValueError: an argument is invalid, or ``ca_bundle``/``client_cert`` would not load (the
+            message names it); nothing has been sent.
     """
 
     def __init__(
@@ -200,7 +201,7 @@ class SessionPool:
         **options: Unpack[SessionOptions],
     ) -> None:
         lifetime, margin = check_limits(max_size, min_idle, token_lifetime, refresh_margin)
-        max_idle, max_age = check_retirement(max_idle_time, max_session_age)
+        retire = check_retirement(max_idle_time, max_session_age)  # max_idle, max_age
         self._borrow_timeout = check_timeout("borrow_timeout", borrow_timeout)
         checked = Options.checked(options)
         template = session_template(
@@ -226,13 +227,12 @@ class SessionPool:
                 on_reconnect=on_reconnect,
                 region=region,
                 token_route=token_route,
-            )
+            ),
+            checked.network,
         )
         self._exit_wait = _EXIT_WAIT if checked.close_timeout is None else min(checked.close_timeout, _EXIT_WAIT)
         self._number = number = next(_pool_numbers)
-        self._config = PoolConfig(
-            max_size, min_idle, lifetime, margin, template, checked, on_error, number, max_idle, max_age
-        )
+        self._config = PoolConfig(max_size, min_idle, lifetime, margin, template, checked, on_error, number, *retire)
         self._lender = Lender(self._config)
         _live_pools.add(self)
         logger.debug("pool #%d: created (max_size=%d, min_idle=%d)", number, max_size, min_idle)

@@ -4,10 +4,12 @@ The benchmark server (``benchmarks.server``) sits behind two local TLS proxies, 
 the ingress (trustme certificates). Each proxy delays every byte by ``--delay-ms`` in each direction before its
 TLS layer (so TLS handshakes pay the round trips too) and models the TCP handshake: a connection's first bytes
 from the client reach the proxy's TLS layer no earlier than 1.5 round trips after ``connect()`` returned
-(SYN, SYN-ACK, then the data). Each client process measures, per join from ``init()`` on (making the session
-object sends nothing and is not timed): ``init()`` (the token call), ``start()`` (the upgrade and the
-handshake), the first frame (from the trigger's ``send_audio(end=True)`` to the frame's callback) and the
-total, in milliseconds and in round trips (time / RTT, RTT = 2 x delay). Scenarios:
+(SYN, SYN-ACK, then the data). Each client process measures, for its first session, the library's ``import``;
+per join, making the session object (``create``: it sends nothing, so it is outside the join's total, but shown:
+avatarsdk builds the process's TLS contexts there, avatarkit's aiohttp at its import), ``init()`` (the token
+call), ``start()`` (the upgrade and the handshake), the first frame (from the trigger's ``send_audio(end=True)``
+to the frame's callback) and the total from ``init()``, in milliseconds and in round trips (time / RTT, RTT = 2 x
+delay). Scenarios:
 
 - ``first``: the first session of a fresh process (new connections, TLS contexts built);
 - ``later``: a later session in the same process, after the first has closed;
@@ -42,7 +44,8 @@ from .stats import median
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_KEY, APP_ID, AVATAR_ID = "bench-api-key", "bench-app", "bench-avatar"
 TRIGGER_PCM = bytes(640)  # 20 ms of 16 kHz silence, sent with end=True
-STEPS = ("init", "start", "first_frame", "total")
+STEPS = ("import", "create", "init", "start", "first_frame", "total")  # the total: from init() (nothing sent before)
+NAN = float("nan")
 
 
 # ------------------------------------------------------------------------------------------- the proxy
@@ -158,7 +161,10 @@ def _kwargs(p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def avatarsdk_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    began = time.perf_counter()
     from avatarsdk import SessionPool, new_avatar_session  # noqa: PLC0415 - the client process's own library
+
+    imported = time.perf_counter() - began
 
     first_frame = threading.Event()
 
@@ -167,7 +173,8 @@ def avatarsdk_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
     def join() -> Dict[str, float]:
         first_frame.clear()
-        session = new_avatar_session(**_kwargs(p), transport_frames=on_frame)  # nothing sent yet: not timed
+        made = time.perf_counter()
+        session = new_avatar_session(**_kwargs(p), transport_frames=on_frame)  # nothing sent yet: not in the total
         t0 = time.perf_counter()
         session.init()
         t1 = time.perf_counter()
@@ -178,10 +185,11 @@ def avatarsdk_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
             raise RuntimeError("no frame within 30 s")
         t3 = time.perf_counter()
         session.close()
-        return {"init": t1 - t0, "start": t2 - t1, "first_frame": t3 - t2, "total": t3 - t0}
+        return {"create": t0 - made, "init": t1 - t0, "start": t2 - t1, "first_frame": t3 - t2, "total": t3 - t0}
 
-    result = {"first": join(), "later": join()}
+    result = {"first": {"import": imported, **join()}, "later": {"import": NAN, **join()}}
     pool_kwargs = {k: v for k, v in _kwargs(p).items() if k != "expire_at"}
+    made = time.perf_counter()
     with SessionPool(**pool_kwargs, max_size=1, transport_frames=on_frame) as pool:
         first_frame.clear()
         t0 = time.perf_counter()
@@ -191,17 +199,22 @@ def avatarsdk_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
             if not first_frame.wait(30):
                 raise RuntimeError("no frame within 30 s")
             t2 = time.perf_counter()
-        result["pool"] = {"init": float("nan"), "start": t1 - t0, "first_frame": t2 - t1, "total": t2 - t0}
+        steps = {"start": t1 - t0, "first_frame": t2 - t1, "total": t2 - t0}
+        result["pool"] = {"import": NAN, "create": t0 - made, "init": NAN, **steps}
     return result
 
 
 def avatarkit_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     import asyncio  # noqa: PLC0415
 
+    began = time.perf_counter()
     from avatarkit import new_avatar_session  # noqa: PLC0415 - the client process's own library
+
+    imported = time.perf_counter() - began
 
     async def join() -> Dict[str, float]:
         first_frame = asyncio.Event()
+        made = time.perf_counter()
         session = new_avatar_session(**_kwargs(p), transport_frames=lambda frame, last: first_frame.set())
         t0 = time.perf_counter()
         await session.init()
@@ -212,10 +225,10 @@ def avatarkit_joins(p: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
         await asyncio.wait_for(first_frame.wait(), 30)
         t3 = time.perf_counter()
         await session.close()
-        return {"init": t1 - t0, "start": t2 - t1, "first_frame": t3 - t2, "total": t3 - t0}
+        return {"create": t0 - made, "init": t1 - t0, "start": t2 - t1, "first_frame": t3 - t2, "total": t3 - t0}
 
     async def run() -> Dict[str, Dict[str, float]]:
-        return {"first": await join(), "later": await join()}
+        return {"first": {"import": imported, **await join()}, "later": {"import": NAN, **await join()}}
 
     return asyncio.run(run())
 

@@ -229,6 +229,7 @@ def test_insecure_connects_and_warns_once(tls_service: FakeAvatarService, tmp_pa
         ),
         (["token", "--local", "--ca-bundle", "good.wav", "--insecure"], "error: --ca-bundle and --insecure: give one"),
         (["token", "--local", "--ca-bundle", "good.wav"], "error: --ca-bundle: could not load 'good.wav' as PEM"),
+        (["send", "--local", "good.wav", "--ca-bundle", "good.wav"], "error: --ca-bundle: could not load 'good.wav'"),
     ],
 )  # fmt: skip
 def test_tls_usage_errors(tmp_path: Path, args: List[str], message: str) -> None:

@@ -20,6 +20,7 @@ from avatarsdk import (
     AvatarSDKError,
     AvatarSDKErrorCode,
     AvatarSession,
+    SessionPool,
     SessionTokenError,
     _http_pool,
     _preconnect,
@@ -302,6 +303,72 @@ def test_one_tls_context_for_the_token_call_and_the_websocket(
         # one context for both connections of all three sessions; under urllib3 1.x the token call's is a second
         # one, leaving the host name to urllib3 (see _tls)
         assert _tls.builds == built + (2 if _tls.URLLIB3_MATCHES_HOSTNAMES else 1)
+
+
+def test_the_contexts_are_built_when_the_session_is_created(ca: trustme.CA, tmp_path: Path) -> None:
+    """Creating the process's first session of a trust configuration loads its CA bundle: the join does not."""
+    bundle = tmp_path / "created.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with tls_service(ca) as svc:
+        built = _tls.builds
+        session = new_avatar_session(**svc.session_kwargs(ca_bundle=str(bundle)))
+        try:
+            assert _tls.builds == built + (2 if _tls.URLLIB3_MATCHES_HOSTNAMES else 1)
+            assert svc.issued_tokens == []  # nothing sent
+            created = _tls.builds
+            session.init()
+            session.start()
+            assert len(session.collect(pcm(0.08))) == 2
+            assert _tls.builds == created
+        finally:
+            session.close()
+        pool_kwargs = {k: v for k, v in svc.session_kwargs(ca_bundle=str(bundle)).items() if k != "expire_at"}
+        with SessionPool(**pool_kwargs, max_size=1) as pool:
+            assert _tls.builds == created  # the same configuration: the same contexts
+            assert len(pool.collect(pcm(0.08))) == 2
+        assert _tls.builds == created
+
+
+@pytest.mark.parametrize("make", ["session", "pool"])
+def test_a_ca_bundle_or_client_certificate_that_does_not_load_is_refused_at_creation(
+    ca: trustme.CA, tmp_path: Path, service: FakeAvatarService, make: str
+) -> None:
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    good = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(good))
+    secure = {"console_endpoint_url": "https://127.0.0.1:9", "ingress_endpoint_url": "wss://127.0.0.1:9/v2/x"}
+    cases = [
+        ({"ca_bundle": str(not_pem)}, f"ca_bundle: could not load {str(not_pem)!r} as PEM certificates ("),
+        ({"ca_bundle": str(good), "client_cert": str(not_pem)}, f"client_cert: could not load {str(not_pem)!r}"),
+        ({"client_cert": str(good)}, f"client_cert: could not load {str(good)!r} as a PEM certificate and key"),
+    ]
+    for options, message in cases:
+        kwargs = {**service.session_kwargs(**secure), **options}
+        with pytest.raises(ValueError) as info:
+            if make == "pool":
+                kwargs.pop("expire_at", None)
+                SessionPool(**kwargs, max_size=1)
+            else:
+                new_avatar_session(**kwargs)
+        assert str(info.value).startswith(message), info.value
+
+
+def test_a_default_store_that_does_not_load_is_reported_by_init(
+    tmp_path: Path, service: FakeAvatarService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment variable naming a bad file is the clients' own trust: the token call reports it, as
+    requests would, not the session's creation."""
+    not_pem = tmp_path / "env-not.pem"
+    not_pem.write_text("not a certificate\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(not_pem))
+    session = new_avatar_session(**service.session_kwargs(console_endpoint_url="https://127.0.0.1:9", http_retries=0))
+    try:
+        with pytest.raises(SessionTokenError):
+            session.init()
+    finally:
+        session.close()
+    assert service.issued_tokens == []
 
 
 @pytest.mark.parametrize("role", ["token call", "websocket"])

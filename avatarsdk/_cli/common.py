@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from .. import REGIONS, AvatarSDKError, AvatarSDKErrorCode, InsecureTransportWarning
+from .._network import NetworkOptions
 
 if TYPE_CHECKING:
     from ..testing import FakeAvatarService
@@ -304,6 +305,10 @@ def tls_options(args: argparse.Namespace, err: TextIO) -> Dict[str, Any]:
     if args.ca_bundle:
         if not os.path.isfile(args.ca_bundle):
             raise UsageError(f"--ca-bundle: expected a PEM file, got {args.ca_bundle!r} (no such file)")
+        try:  # built once per process: a file that is not PEM fails here, before any I/O
+            NetworkOptions.checked(ca_bundle=args.ca_bundle).prepare_tls(None, None)
+        except ValueError as exc:
+            raise UsageError(f"--{str(exc).replace('_', '-', 1)}") from None
         return {"ca_bundle": args.ca_bundle}
     if not args.insecure:
         return {}

@@ -4,7 +4,6 @@ itself only with ``--show``)."""
 from __future__ import annotations
 
 import argparse
-import ssl
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Dict, TextIO, Tuple
@@ -14,7 +13,6 @@ from .. import AvatarSDKError
 from .._bootstrap import auto_region, region_endpoints
 from .._http_pool import shared_session
 from .._network import NetworkOptions
-from .._tls import HTTP
 from .._token import request_session_token
 from .._validation import check_text, check_url
 from ..regions import AUTO_REGION, default_bootstrap_url, endpoints_for
@@ -38,11 +36,6 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not 0 < args.expires_in <= MAX_EXPIRES_IN:
         raise UsageError(f"--expires-in: expected 1 to {MAX_EXPIRES_IN} seconds (24 h), got {args.expires_in}")
     network = NetworkOptions.checked(**tls_options(args, err))
-    if args.ca_bundle:
-        try:
-            network.tls_context(HTTP)  # built once per process; a file that is not PEM fails here, before any I/O
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"--ca-bundle: could not load {args.ca_bundle!r} as PEM certificates ({exc})") from None
     with ExitStack() as stack:
         found, _ = credentials(args, TOKEN_FIELDS, stack, optional=("app_id",))
         try:
