@@ -306,14 +306,19 @@ def report(result: Dict[str, Any]) -> str:
     lines = [
         f"join latency, RTT {result['rtt_ms']:.0f} ms (one-way delay {result['delay_ms']:g} ms), medians of"
         f" {result['reps']} processes; avatarsdk from {result['sdk']}",
-        f"{'scenario':<20}" + "".join(f"{step:>22}" for step in STEPS),
+        f"{'scenario':<20}" + "".join(f"{step:>22}" for step in STEPS) + f"{'total/first_frame':>19}",
     ]
     for row, steps in result["table"].items():
         cells = []
         for step in STEPS:
             value = steps[step]
             cells.append(f"{'-':>22}" if math.isnan(value) else f"{value * 1000:10.1f} ms {value / rtt:5.2f} RTT")
+        cells.append(f"{steps['total'] / steps['first_frame']:19.2f}")
         lines.append(f"{row:<20}" + "".join(cells))
+    lines.append(
+        "total/first_frame: the total in round trips as this setup delivers them (the first frame is one message"
+        " and its answer, through the proxy and the server)"
+    )
     return "\n".join(lines)
 
 
