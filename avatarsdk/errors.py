@@ -240,6 +240,7 @@ _WS_PHASES = frozenset(
     {PHASE_WEBSOCKET_CONNECT, PHASE_WEBSOCKET_HANDSHAKE, PHASE_WEBSOCKET_SEND, PHASE_WEBSOCKET_RUNTIME}
 )
 _WS_SERVER_PHASES = frozenset({PHASE_WEBSOCKET_HANDSHAKE, PHASE_WEBSOCKET_RUNTIME})
+_START_PHASES = frozenset({PHASE_WEBSOCKET_CONNECT, PHASE_WEBSOCKET_HANDSHAKE})  # start(): before the confirmation
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,13 @@ CLASSIFICATION_RULES: Tuple[ClassificationRule, ...] = (
     ClassificationRule(C.creditsExhausted, False, codes=_codes(4001), phases=_WS_PHASES),
     ClassificationRule(
         C.sessionDurationExceeded, True, codes=_codes(4002), phases=_WS_PHASES, note="retry with a new session"
+    ),
+    ClassificationRule(
+        C.concurrencyLimit,
+        True,
+        codes=_codes(4003),
+        phases=_START_PHASES,
+        note="a refused start: a session ending frees a slot, as after the token call's 429",
     ),
     ClassificationRule(C.concurrencyLimit, False, codes=_codes(4003), phases=_WS_PHASES),
     ClassificationRule(C.sessionTokenExpired, False, codes=_codes(4010), texts=("expired",), phases=_WS_PHASES),

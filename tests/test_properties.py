@@ -814,13 +814,16 @@ def test_classify_service_close_codes(
     phase: str, number: int, as_server_code: bool, status: Optional[int], text: str
 ) -> None:
     """The newer generation's close codes (also sent as ServerError.code) mean the same whatever else is said:
-    4002 and 4503 are worth retrying with a new session, the other 40xx are not (PROTOCOL.md section 4)."""
+    4002 and 4503 are worth retrying with a new session, the other 40xx are not (PROTOCOL.md section 4), but
+    for 4003 refusing a start (before the confirmation): a session ending frees a slot, as after a 429."""
     kwargs: Any = {"server_code": str(number)} if as_server_code else {"close_code": number}
     code, retryable, _ = classify(phase=phase, http_status=status, text=text, **kwargs)
     if number == 4010:  # auth failed: the token expired or is invalid
         assert code in (C.sessionTokenExpired, C.sessionTokenInvalid)
         assert retryable is False
         assert (code is C.sessionTokenExpired) == ("expired" in text.lower())
+    elif number == 4003 and phase in ("websocket_connect", "websocket_handshake"):
+        assert (code, retryable) == (C.concurrencyLimit, True)
     else:
         assert (code, retryable) == CLOSE_MEANINGS[number]
 

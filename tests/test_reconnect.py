@@ -27,6 +27,7 @@ from avatarsdk.testing import (
     FakeConnection,
     FakeRequest,
     FaultProxy,
+    HandshakeError,
     HandshakeSilence,
     TokenReply,
     jsonapi_error,
@@ -390,6 +391,23 @@ def test_a_failure_not_worth_retrying_stops_the_reconnect_at_once(
     assert events.states() == [ReconnectState.reconnecting, ReconnectState.failed]
     assert recorder.errors[-1].code is AvatarSDKErrorCode.invalidRequest and not recorder.errors[-1].retryable
     assert "test-api-key" not in str(recorder.errors[-1]) and "test-api-key" not in repr(recorder.errors[-1])
+
+
+def test_a_reconnect_refused_for_the_plans_limit_tries_again(
+    service: FakeAvatarService, make_session: MakeSession, recorder: Recorder, events: Events
+) -> None:
+    """4003 in a reconnect's handshake refuses a start (a slot frees when a session ends): the next attempt
+    follows, within max_attempts, as after a 429."""
+    session = reconnecting(make_session, events)
+    service.script_handshake(HandshakeError(4003, "too many sessions", close_code=4003))
+    service.wait_for_connection(0).drop()
+    done = events.wait(ReconnectState.reconnected)
+    assert done.attempt == 2
+    assert events.states() == [ReconnectState.reconnecting, ReconnectState.reconnecting, ReconnectState.reconnected]
+    refused = events.events[1].error
+    assert refused is not None and refused.code is AvatarSDKErrorCode.concurrencyLimit and refused.retryable
+    assert len(session.collect(pcm(0.04))) == 1
+    assert recorder.closes == 0
 
 
 def test_backoff_grows_and_is_capped() -> None:

@@ -128,7 +128,7 @@ def test_starting_and_closing_at_once_is_clean() -> None:
 @pytest.mark.parametrize(
     ("refusal", "phase", "http_status", "server_code", "retryable"),
     [
-        ("close", "websocket_handshake", None, "4003", False),
+        ("close", "websocket_handshake", None, "4003", True),
         ("upgrade", "websocket_connect", 429, "concurrencyLimit", True),
     ],
 )
@@ -209,7 +209,7 @@ def test_a_connection_opened_ahead_and_never_used_is_logged_at_debug(service: Fa
     """A session's init() opens the ingress connection ahead; closed unused, it is no server error. A request
     line that is not HTTP still is."""
     records = _Records()
-    server_logger = logging.getLogger("avatarsdk.testing.ingress.websockets")
+    server_logger = logging.getLogger("websockets.server.avatarsdk-stand-in")
     server_logger.addHandler(records)
     level = server_logger.level
     server_logger.setLevel(logging.DEBUG)

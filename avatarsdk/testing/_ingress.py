@@ -62,7 +62,9 @@ def _closed_before_request(exc: Optional[BaseException]) -> bool:
     return False
 
 
-SERVER_LOGGER = logging.getLogger("avatarsdk.testing.ingress.websockets")
+# A child of websockets' own server logger: configured as websockets is, and outside the SDK's "avatarsdk"
+# loggers (at DEBUG a server logs request lines, query credentials included).
+SERVER_LOGGER = logging.getLogger("websockets.server.avatarsdk-stand-in")
 SERVER_LOGGER.addFilter(_UnusedConnectionsAtDebug())
 
 Envelope = TypeVar("Envelope", pb.Message, pb1.Message)
