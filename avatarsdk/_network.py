@@ -1,8 +1,9 @@
 """TLS and proxy settings, applied alike to the token call (requests) and the WebSocket (websocket-client).
 
-By default both verify the server's certificate against the system's trust store (requests: certifi) and take
-proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), as requests and websocket-client
-users expect. The options make each of those explicit.
+By default both verify the server's certificate against what requests trusts (``REQUESTS_CA_BUNDLE``,
+``CURL_CA_BUNDLE``, else certifi's bundle; ``WEBSOCKET_CLIENT_CA_BUNDLE`` still applies to the WebSocket; see
+``_tls``) and take proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), as requests and
+websocket-client users expect. The options make each of those explicit.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ untouched since websocket-client 1.6.0).
 The key is the trust configuration as each client would resolve it:
 
 * ``ca_bundle`` given, or ``verify_tls=False``: one context for both connections (they trust the same).
-* the default trust: each client keeps the store it uses today, so nothing a deployment relies on moves: the
-  token call trusts ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` when set, else certifi (as requests does); the
-  WebSocket trusts ``WEBSOCKET_CLIENT_CA_BUNDLE`` when set, else the system's store (as websocket-client does).
+* the default trust: one context for both connections too, trusting what requests trusts:
+  ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` when set, else certifi's bundle. websocket-client's own
+  variable still applies to the WebSocket: with ``WEBSOCKET_CLIENT_CA_BUNDLE`` set (to a file or directory that
+  exists), the WebSocket trusts it, in a context of its own. (websocket-client alone would trust the system's
+  store: one service's two hosts are trusted alike instead, and one bundle is loaded, not two.)
   The environment is read at each use, so a changed variable gets its own context.
 
 urllib3 before 2.0 (which requests 2.26 to 2.29 may bring) wraps sockets to an IP address without a server name
@@ -72,12 +74,9 @@ def trust_key(verify_tls: bool, ca_bundle: Optional[str], client_cert: Optional[
         return (False, None, client_cert, False)
     if ca_bundle is not None:
         return (True, os.fspath(ca_bundle), client_cert, by_client)
-    if role == HTTP:
+    where = os.environ.get("WEBSOCKET_CLIENT_CA_BUNDLE") if role == WEBSOCKET else None
+    if not where or not os.path.exists(where):  # websocket-client ignores a variable that names nothing
         where = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi()
-    else:
-        where = os.environ.get("WEBSOCKET_CLIENT_CA_BUNDLE") or None
-        if where is not None and not os.path.exists(where):
-            where = None  # websocket-client ignores a variable that names nothing
     return (True, where, client_cert, by_client)
 
 

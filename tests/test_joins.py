@@ -436,3 +436,52 @@ def test_the_connection_goes_through_the_proxy(ca: trustme.CA, tmp_path: Path, m
         assert len(proxy.targets) == tunnels  # the tunnel opened ahead carried the upgrade
         assert len(session.collect(pcm(0.08))) == 2
         session.close()
+
+
+@pytest.fixture
+def no_trust_variables(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "WEBSOCKET_CLIENT_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_by_default_both_connections_trust_what_requests_trusts(
+    ca: trustme.CA, tmp_path: Path, make_session: MakeSession, no_trust_variables: pytest.MonkeyPatch
+) -> None:
+    """REQUESTS_CA_BUNDLE alone: the WebSocket trusts it too (websocket-client alone would trust the system's
+    store, where this CA is not), through the same context."""
+    bundle = tmp_path / "requests-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    no_trust_variables.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    with tls_service(ca) as svc:
+        built = _tls.builds
+        session = make_session(**svc.session_kwargs())
+        assert _tls.builds == built + (2 if _tls.URLLIB3_MATCHES_HOSTNAMES else 1)
+        session.init()
+        session.start()
+        assert len(session.collect(pcm(0.08))) == 2
+        assert _tls.builds == built + (2 if _tls.URLLIB3_MATCHES_HOSTNAMES else 1)
+
+
+def test_by_default_certifi_serves_both_connections(no_trust_variables: pytest.MonkeyPatch) -> None:
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    http = _tls.trust_key(True, None, None, _tls.HTTP)
+    assert http[1] == str(DEFAULT_CA_BUNDLE_PATH)
+    assert _tls.trust_key(True, None, None, _tls.WEBSOCKET)[:3] == http[:3]
+
+
+def test_websocket_client_ca_bundle_still_applies_to_the_websocket(
+    ca: trustme.CA, tmp_path: Path, make_session: MakeSession, no_trust_variables: pytest.MonkeyPatch
+) -> None:
+    bundle, other = tmp_path / "requests-ca.pem", tmp_path / "websocket-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    trustme.CA().cert_pem.write_to_path(str(other))
+    no_trust_variables.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    no_trust_variables.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(other))
+    with tls_service(ca) as svc:
+        session = make_session(**svc.session_kwargs(http_retries=0))
+        session.init()  # the token call trusts REQUESTS_CA_BUNDLE
+        with pytest.raises(AvatarSDKError) as info:
+            session.start()  # the WebSocket trusts WEBSOCKET_CLIENT_CA_BUNDLE, which does not hold the CA
+        assert info.value.phase == "websocket_connect" and "certificate" in info.value.message
