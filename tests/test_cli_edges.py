@@ -8,6 +8,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -322,3 +323,17 @@ def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path: Path, command: str, 
     assert proc.returncode == 130
     assert err == "interrupted\n"
     assert "Traceback" not in out
+
+
+def test_the_demos_latch_is_set_without_waiting_for_a_lock() -> None:
+    """The demo's main thread waits for a request's last frame on a latch the dispatcher thread sets: setting it
+    must never block (a Ctrl-C can leave a threading.Event's lock held by the interrupted waiter)."""
+    from avatarsdk._cli.demo import _Latch
+
+    latch = _Latch()
+    assert latch.wait(0) is False
+    setter = threading.Thread(target=lambda: (latch.set(), latch.set()))  # a second set() is harmless
+    setter.start()
+    setter.join(5)
+    assert not setter.is_alive()
+    assert latch.wait(5) is True and latch.wait(0) is True  # it stays set

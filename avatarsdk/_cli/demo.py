@@ -40,6 +40,30 @@ def tone(seconds: float, sample_rate: int = 16000, frequency: float = 220.0) -> 
     return struct.pack(f"<{count}h", *(int(6000 * math.sin(i * step)) for i in range(count)))
 
 
+class _Latch:
+    """Set from a callback, waited for by the main thread. Unlike ``threading.Event``, setting it never waits for
+    a lock: a Ctrl-C that interrupts ``Event.wait()`` just as it takes the Event's lock (``Condition.__enter__`` is
+    Python code, so the interrupt can land after the acquire and before the ``with`` block) leaves that lock held,
+    and the callback setting the Event would then block the session's dispatcher thread until ``close()`` gave up
+    on it, with a warning."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held while not set
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # already set
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self.set()  # it stays set
+        return True
+
+
 @dataclass
 class _Request:
     req_id: str
@@ -48,7 +72,7 @@ class _Request:
     size: int = 0
     first_at: Optional[float] = None
     last_at: Optional[float] = None
-    done: threading.Event = field(default_factory=threading.Event)
+    done: _Latch = field(default_factory=_Latch)
 
 
 class _Callbacks:
