@@ -276,7 +276,8 @@ class SharedDispatcher:
 
     def _reset(self) -> None:
         self._process = process_generation()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self._cond = threading.Condition(self._lock)
         self._ready: Deque[_SharedSlot[Any]] = deque()
         self._workers: List[threading.Thread] = []  # read without the lock by _SharedSlot.is_current
         self._idle = 0  # workers waiting, not yet notified
@@ -299,7 +300,7 @@ class SharedDispatcher:
     def _schedule(self, dispatcher: _SharedSlot[Any]) -> None:
         if self._process != process_generation():  # a forked child: the parent's threads and lock state are not ours
             self._reset()
-        with self._cond:
+        with self._lock:
             self._ready.append(dispatcher)
             if self._idle:
                 self._idle -= 1
@@ -342,7 +343,7 @@ class SharedDispatcher:
         if self._process != process_generation():
             self._reset()
             return
-        with self._cond:
+        with self._lock:
             self._stopping = True
             self._idle = 0
             self._cond.notify_all()
@@ -350,5 +351,5 @@ class SharedDispatcher:
         for thread in workers:
             if thread is not threading.current_thread():
                 thread.join(timeout)
-        with self._cond:
+        with self._lock:
             self._stopping = False

@@ -55,7 +55,8 @@ class Lender:
     def __init__(self, config: PoolConfig, *, closed: bool = False) -> None:
         self.config = config
         self._number = config.number
-        self.cond = threading.Condition(threading.Lock())  # guards the state; no I/O or user code under it
+        self.lock = threading.Lock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self.cond = threading.Condition(self.lock)  # guards the state; no I/O or user code under it
         self.state: LendingState[AvatarSession] = LendingState(
             max_size=config.max_size,
             min_idle=config.min_idle,
@@ -80,7 +81,7 @@ class Lender:
     def keep_warm(self) -> None:
         """Start the maintenance thread now if ``min_idle`` asks for warm sessions."""
         if self.config.min_idle:
-            with self.cond:
+            with self.lock:
                 self.maintainer.ensure()
 
     # ------------------------------------------------------------------------------------- lending
@@ -95,7 +96,7 @@ class Lender:
         refusal: Optional[AvatarSDKError] = None  # the last refusal of this borrower's own start
         try:
             while True:
-                with self.cond:
+                with self.lock:
                     while True:
                         if state.closed:
                             raise ValueError(f"{op}(): the pool is closed")
@@ -123,7 +124,7 @@ class Lender:
                 # Only unfit idle sessions were found (closed now), or the start was refused: look again.
         finally:
             if ticket is not None:  # leaving the queue without a session (timeout, closed pool, interrupt)
-                with self.cond:
+                with self.lock:
                     state.leave(ticket)
                     self.cond.notify_all()
 
@@ -153,7 +154,7 @@ class Lender:
             session.start()
         except BaseException as exc:
             refusal = refusal_of(exc)
-            with self.cond:
+            with self.lock:
                 ticket = None
                 if refusal is not None and not self.state.closed:
                     self._refusal = refusal
@@ -175,7 +176,7 @@ class Lender:
                 )
                 return Refused(ticket, refusal)
             raise
-        with self.cond:
+        with self.lock:
             kept = self.state.started(entry, lend=lend, now=time.monotonic())
             self.cond.notify_all()  # waiting borrowers, the maintenance thread, or close()
         if not kept:
@@ -198,7 +199,7 @@ class Lender:
                 session.interrupt()
             except (AvatarSDKError, ValueError) as exc:
                 failure = f"interrupting the request left open failed ({exc})"
-        with self.cond:
+        with self.lock:
             fate, reason = self.state.give_back(entry, failure, time.monotonic())
             if fate is Fate.KEPT:
                 self.maintainer.ensure()
@@ -217,7 +218,7 @@ class Lender:
             try:
                 entry.session.close()
             finally:
-                with self.cond:
+                with self.lock:
                     self.state.closed_one()
                     self.cond.notify_all()
 
@@ -228,7 +229,7 @@ class Lender:
         maintenance thread, and for the lent sessions to come back."""
         remaining = deadline.remaining
         state = self.state
-        with self.cond:
+        with self.lock:
             first = not state.closed
             idle = state.close()
             self.cond.notify_all()
@@ -236,13 +237,13 @@ class Lender:
             logger.debug("pool #%d: closing (%d idle, %d lent)", self._number, len(idle), len(state.lent))
         for entry in idle:
             entry.session.close()
-        with self.cond:
+        with self.lock:
             self.cond.wait_for(lambda: not state.starting, remaining())
             starting = [entry.session for entry in state.starting]
         for session in starting:
             session.close()  # still starting: cut short (its start() fails and its starter lets it go)
         self.maintainer.join(remaining())
-        with self.cond:
+        with self.lock:
             done = self.cond.wait_for(lambda: not state.busy, remaining())
             lent = len(state.lent)
         if not done:
@@ -250,7 +251,7 @@ class Lender:
 
     def close_lent(self) -> None:
         """Close the sessions still lent (at interpreter exit: nothing will return them)."""
-        with self.cond:
+        with self.lock:
             lent = [entry.session for entry in self.state.lent]
         for session in lent:
             session.close()
@@ -271,7 +272,7 @@ class Lender:
     def _session_ended(self, entry: PooledSession) -> None:
         """A session's ``on_close`` (its dispatcher thread): its connected time ends; an idle one is dropped at
         once."""
-        with self.cond:
+        with self.lock:
             self.state.disconnected(entry, time.monotonic())
             dropped = self.state.spoiled(entry, ENDED, ended=True)
             if dropped:
@@ -285,7 +286,7 @@ class Lender:
 
     def _session_error(self, entry: PooledSession, error: AvatarSDKError) -> None:
         """A session's ``on_error`` (its dispatcher thread): the session is not lent again."""
-        with self.cond:
+        with self.lock:
             dropped = self.state.spoiled(entry, f"it reported an error ({error.code.value})", ended=False)
             if dropped:
                 self.cond.notify_all()

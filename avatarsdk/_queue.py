@@ -71,7 +71,8 @@ class FrameQueue(Generic[E]):
         self._bytes = 0
         self._maxsize = maxsize
         self._maxbytes = maxbytes
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self._cond = threading.Condition(self._lock)
         self._released = False
         self._consumer_waiting = False
         self._producer_waiting = False
@@ -82,7 +83,7 @@ class FrameQueue(Generic[E]):
         """Append ``items`` in order; blocks first while the queue is full (it may then exceed ``maxsize``
         by up to ``len(items)``: one block of the socket's bytes is queued at once)."""
         size = sum(map(len, items))
-        with self._cond:
+        with self._lock:
             while (
                 len(self._items) >= self._maxsize or (self._bytes and self._bytes + size > self._maxbytes)
             ) and not self._released:
@@ -99,7 +100,7 @@ class FrameQueue(Generic[E]):
             notify()
 
     def put_end(self, value: E) -> None:
-        with self._cond:
+        with self._lock:
             self._items.append(End(value))
             self._consumer_waiting = False
             self._cond.notify_all()
@@ -110,7 +111,7 @@ class FrameQueue(Generic[E]):
 
     def take(self) -> Deque[Any]:
         """Every waiting item, oldest first (maybe none); never blocks. For a shared consumer."""
-        with self._cond:
+        with self._lock:
             return self._take_locked()
 
     def _take_locked(self) -> Deque[Any]:
@@ -125,7 +126,7 @@ class FrameQueue(Generic[E]):
     def more(self) -> bool:
         """After ``take``: whether items came meanwhile (the consumer stays signalled and comes back for them);
         if not, the next item calls ``notify`` again."""
-        with self._cond:
+        with self._lock:
             if self._items:
                 return True
             self._signalled = False
@@ -133,13 +134,13 @@ class FrameQueue(Generic[E]):
 
     def release(self) -> None:
         """Let a blocked ``put_many`` through, now and from now on (the session is closing)."""
-        with self._cond:
+        with self._lock:
             self._released = True
             self._cond.notify_all()
 
     def get_batch(self) -> Deque[Any]:
         """Every waiting item, oldest first; blocks until there is at least one."""
-        with self._cond:
+        with self._lock:
             while not self._items:
                 self._consumer_waiting = True
                 self._cond.wait()
@@ -149,7 +150,7 @@ class FrameQueue(Generic[E]):
         """For the consumer: the end's value once it is queued (waiting up to ``timeout`` seconds for it), or
         ``None``. Nothing is taken."""
         deadline = Deadline(timeout)
-        with self._cond:
+        with self._lock:
             while not (self._items and isinstance(self._items[-1], End)):
                 remaining = deadline.remaining() or 0.0  # (a number: timeout is one)
                 if remaining <= 0:
@@ -160,12 +161,12 @@ class FrameQueue(Generic[E]):
 
     def backlog(self) -> Backlog:
         """What is waiting now: messages (the end not counted) and their bytes."""
-        with self._cond:
+        with self._lock:
             count = len(self._items)
             if count and isinstance(self._items[-1], End):
                 count -= 1
             return Backlog(count, self._bytes)
 
     def __len__(self) -> int:
-        with self._cond:
+        with self._lock:
             return len(self._items)

@@ -35,7 +35,8 @@ class ParkedThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self._cond = threading.Condition(self._lock)
         self._work: Optional[Callable[[], None]] = None
         self._cancelled = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -43,18 +44,18 @@ class ParkedThread:
 
     def run(self, work: Callable[[], None]) -> None:
         """Give the thread its work (once)."""
-        with self._cond:
+        with self._lock:
             self._work = work
             self._cond.notify()
 
     def cancel(self) -> None:
         """Let the thread end without work (no effect once :meth:`run` was called)."""
-        with self._cond:
+        with self._lock:
             self._cancelled = True
             self._cond.notify()
 
     def _run(self) -> None:
-        with self._cond:
+        with self._lock:
             while self._work is None and not self._cancelled:
                 self._cond.wait()
             work, self._work = self._work, None

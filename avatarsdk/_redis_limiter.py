@@ -97,7 +97,8 @@ class RedisLimiter:
         _made.add(self)
 
     def _reset(self) -> None:
-        self._cond = threading.Condition()  # over the held slots and the renewer
+        self._lock = threading.RLock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self._cond = threading.Condition(self._lock)  # over the held slots and the renewer
         self._held: Set[str] = set()  # this process's slots
         self._renewer: Optional[threading.Thread] = None
         self._io = threading.Lock()  # one renewal or release at a time: a slot given back is never renewed after
@@ -124,7 +125,7 @@ class RedisLimiter:
 
     def held(self) -> int:
         """Slots held now by this process."""
-        with self._cond:
+        with self._lock:
             return len(self._held)
 
     def _status(self) -> Sequence[Any]:
@@ -174,7 +175,7 @@ class RedisLimiter:
         """Give ``slot`` back; a slot this process does not hold is ignored. A Redis failure is logged (the lease
         then runs out by itself), never raised."""
         with self._io:
-            with self._cond:
+            with self._lock:
                 if slot not in self._held:
                     return
                 self._held.discard(slot)
@@ -199,7 +200,7 @@ class RedisLimiter:
     # -- renewal
 
     def _hold(self, slot: str) -> None:
-        with self._cond:
+        with self._lock:
             self._held.add(slot)
             if self._renewer is None:
                 self._renewer = threading.Thread(

@@ -75,7 +75,8 @@ class LocalLimiter:
         _made.add(self)
 
     def _reset(self) -> None:
-        self._cond = threading.Condition()  # over the held slots and the queue
+        self._lock = threading.RLock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self._cond = threading.Condition(self._lock)  # over the held slots and the queue
         self._held: Set[_Slot] = set()
         self._queue: Deque[object] = deque()  # the waiters' tickets, first come first
         self._numbers = itertools.count(1)
@@ -86,19 +87,19 @@ class LocalLimiter:
 
     def in_use(self) -> int:
         """Slots held now."""
-        with self._cond:
+        with self._lock:
             return len(self._held)
 
     def waiting(self) -> int:
         """Callers waiting for a slot now."""
-        with self._cond:
+        with self._lock:
             return len(self._queue)
 
     def acquire(self, timeout: Optional[float] = None) -> Optional[object]:
         """A slot, waiting up to ``timeout`` seconds (``None``: no limit), or ``None`` when the time is up."""
         deadline = Deadline(timeout)
         ticket = object()
-        with self._cond:
+        with self._lock:
             self._queue.append(ticket)
             try:
                 while True:
@@ -117,7 +118,7 @@ class LocalLimiter:
 
     def release(self, slot: Any) -> None:
         """Give ``slot`` back; a slot not held (given back already, or a parent's after a fork) is ignored."""
-        with self._cond:
+        with self._lock:
             if slot in self._held:
                 self._held.discard(slot)
                 self._cond.notify_all()

@@ -269,7 +269,7 @@ class SessionPool:
         """A consistent snapshot of the pool's counts (see :class:`PoolStats`)."""
         self._check_fork()
         lender = self._lender
-        with lender.cond:
+        with lender.lock:
             return lender.state.counts(time.monotonic())
 
     def __repr__(self) -> str:

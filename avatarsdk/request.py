@@ -64,7 +64,8 @@ class RequestInbox:
 
     def __init__(self, req_id: str) -> None:
         self.req_id = req_id
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # `with` takes this, not the condition (ARCHITECTURE.md, Locks)
+        self._cond = threading.Condition(self._lock)
         self._items: Deque[Union[Frame, PlaybackState]] = deque()  # frames, and playback states between them
         self._error: Optional[AvatarSDKError] = None
         self.finished = False  # the last frame arrived
@@ -75,7 +76,7 @@ class RequestInbox:
 
     def push(self, data: bytes, last: bool) -> None:
         """A frame of this request arrived."""
-        with self._cond:
+        with self._lock:
             if self.closed or self.finished:
                 return  # abandoned, or a repeated end (egress mode can send two)
             self._items.append(Frame(data, last, self.req_id))
@@ -84,7 +85,7 @@ class RequestInbox:
 
     def event(self, state: PlaybackState) -> None:
         """A playback state of this request arrived."""
-        with self._cond:
+        with self._lock:
             if self.closed or self.finished:
                 return
             self._items.append(state)
@@ -92,7 +93,7 @@ class RequestInbox:
 
     def fail(self, error: AvatarSDKError) -> None:
         """The request failed, or the session ended before its last frame."""
-        with self._cond:
+        with self._lock:
             if self.closed or self.finished or self._error is not None:
                 return
             self._error = error
@@ -101,7 +102,7 @@ class RequestInbox:
     def take(self, until: Optional[float], timeout: Callable[[], AvatarSDKError]) -> Union[Frame, PlaybackState]:
         """The next item, waiting until ``until`` (``time.monotonic()``; ``None``: no limit), then raising
         what ``timeout`` makes; raises the request's error once its items are taken."""
-        with self._cond:
+        with self._lock:
             while not self._items:
                 if self._error is not None:
                     raise self._error
@@ -121,7 +122,7 @@ class RequestInbox:
     def close(self) -> Optional[bool]:
         """Keep nothing more; return whether the request was abandoned before its last frame (and without an
         error), or ``None`` if it was already closed."""
-        with self._cond:
+        with self._lock:
             if self.closed:
                 return None
             self.closed = True
