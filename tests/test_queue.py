@@ -24,8 +24,8 @@ class WatchedCondition(threading.Condition):
     A thread counted here holds the queue's lock until its ``wait`` releases it, so whatever the test does with
     the queue next happens while that thread is waiting."""
 
-    def __init__(self, monitor: threading.Condition) -> None:
-        super().__init__(threading.Lock())
+    def __init__(self, monitor: threading.Condition, lock: Any) -> None:
+        super().__init__(lock)  # the queue's own lock: the queue takes it in `with`
         self.monitor = monitor
         self.waits = 0
         self.wakeups = 0  # notify_all calls
@@ -80,7 +80,7 @@ class Harness:
     def queue(self, maxsize: int = 100, maxbytes: int = 1000, *, notify: Any = True, held: bool = False) -> Any:
         """A queue (``notify``: the harness counts the calls if ``True``, else the callable given)."""
         q: FrameQueue[Any] = FrameQueue(maxsize, maxbytes, notify=self.notify if notify is True else notify, held=held)
-        q._cond = WatchedCondition(self.monitor)
+        q._cond = WatchedCondition(self.monitor, q._lock)
         self.queues.append(q)
         return q
 
