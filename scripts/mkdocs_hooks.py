@@ -1,4 +1,5 @@
-"""MkDocs hook (mkdocs.yml ``hooks:``): links from a docs page to a repository file outside docs/.
+"""MkDocs hooks (mkdocs.yml ``hooks:``): links from a docs page to a repository file outside docs/, and the
+Sphinx roles of the docstrings (``:class:`X```) in the API reference.
 
 The guides link to ``../README.md``, ``../samples/...`` and ``../benchmarks/...`` so that they work when browsed in
 the repository; the site holds only docs/, so those links are made absolute against ``repo_url`` (files under
@@ -47,3 +48,22 @@ def outside_links(markdown: str, page_path: str, repo_url: str, branch: str = "m
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """MkDocs event: rewrite the page's links to files outside docs/."""
     return outside_links(markdown, page.file.src_uri, config["repo_url"])
+
+
+_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|attr|exc|mod|obj):<code>(~?)([^<]+)</code>")
+
+
+def plain_roles(html: str) -> str:
+    """``html`` with the docstrings' Sphinx roles, which mkdocstrings renders as ``:class:<code>X</code>``, shown
+    as the code they name (``~a.b.C`` as ``C``, as Sphinx shows it)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return f"<code>{name.rsplit('.', 1)[-1] if match.group(1) else name}</code>"
+
+    return _ROLE.sub(replace, html)
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """MkDocs event: the API reference's docstrings without Sphinx role markers."""
+    return plain_roles(html)

@@ -124,6 +124,18 @@ def _hooks_module() -> ModuleType:
     return module
 
 
+def test_the_reference_shows_sphinx_roles_as_the_code_they_name() -> None:
+    hooks = _hooks_module()
+    html = (
+        "<p>Create an :class:<code>AvatarSession</code>; see :meth:<code>~avatarsdk.SessionPool.session</code>"
+        " and :py:func:<code>avatarsdk.iter_audio</code>; keep :<code>x</code> and <code>:class:</code>.</p>"
+    )
+    assert hooks.plain_roles(html) == (
+        "<p>Create an <code>AvatarSession</code>; see <code>session</code>"
+        " and <code>avatarsdk.iter_audio</code>; keep :<code>x</code> and <code>:class:</code>.</p>"
+    )
+
+
 def test_docs_links_outside_docs_become_absolute_in_the_site() -> None:
     """The site holds docs/ only: links from its pages to other repository files point at the repository."""
     hooks = _hooks_module()
