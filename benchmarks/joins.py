@@ -87,13 +87,17 @@ class DelayProxy:
         except OSError:
             far.close()
             return
-        threading.Thread(target=_pump, args=(upstream, tls), daemon=True).start()
-        _pump(tls, upstream)
+        from avatarsdk.testing._proxy import pump  # noqa: PLC0415 - here: a client process times its own import
+
+        threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
+        pump(tls, upstream)
 
 
 def _delayed(source: socket.socket, sink: socket.socket, delay: float, *, not_before: float) -> None:
     """Forward ``source`` to ``sink``, each block ``delay`` seconds after it was read (and not before
     ``not_before``), in order: a reader thread and a writer thread."""
+    from avatarsdk.testing._proxy import shutdown_write  # noqa: PLC0415 - as above
+
     pending: queue.Queue[Tuple[float, bytes]] = queue.Queue()
 
     def read() -> None:
@@ -113,7 +117,7 @@ def _delayed(source: socket.socket, sink: socket.socket, delay: float, *, not_be
             if wait > 0:
                 time.sleep(wait)  # the modelled link's delay, not a guess at another thread's progress
             if not data:
-                _shutdown(sink)
+                shutdown_write(sink)
                 return
             try:
                 sink.sendall(data)
@@ -122,28 +126,6 @@ def _delayed(source: socket.socket, sink: socket.socket, delay: float, *, not_be
 
     threading.Thread(target=read, daemon=True).start()
     threading.Thread(target=write, daemon=True).start()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    while True:
-        try:
-            data = source.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            _shutdown(sink)
-            return
-        try:
-            sink.sendall(data)
-        except OSError:
-            return
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 # ------------------------------------------------------------------------------------------ the clients

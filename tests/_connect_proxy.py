@@ -8,7 +8,7 @@ import socket
 import threading
 from typing import Callable, List, Optional, Tuple
 
-from avatarsdk.testing._proxy import _close, _shut_and_close, _shutdown_write
+from avatarsdk.testing._proxy import _close, _shut_and_close, pump
 
 
 class ConnectProxy:
@@ -87,20 +87,5 @@ class ConnectProxy:
         rest = head.split(b"\r\n\r\n", 1)[1]
         if rest:
             upstream.sendall(rest)
-        self._spawn(_pump, upstream, client)
-        _pump(client, upstream)
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    while True:
-        try:
-            data = source.recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            _shutdown_write(sink)
-            return
-        try:
-            sink.sendall(data)
-        except OSError:
-            return
+        self._spawn(pump, upstream, client)
+        pump(client, upstream)

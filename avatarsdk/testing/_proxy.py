@@ -148,7 +148,7 @@ class FaultProxy:
             except OSError:
                 data = b""
             if not data:
-                _shutdown_write(sink)
+                shutdown_write(sink)
                 return
             if not self._forwarding.is_set():
                 continue  # blackholed: dropped
@@ -161,7 +161,24 @@ class FaultProxy:
                 self._counted.notify_all()
 
 
-def _shutdown_write(sock: socket.socket) -> None:
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    """Forward ``source`` to ``sink`` until ``source`` ends, then half-close ``sink`` (a plain relay's one
+    direction: the CONNECT proxy of the tests and the benchmarks' delaying TLS proxy)."""
+    while True:
+        try:
+            data = source.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            shutdown_write(sink)
+            return
+        try:
+            sink.sendall(data)
+        except OSError:
+            return
+
+
+def shutdown_write(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
