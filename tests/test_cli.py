@@ -46,13 +46,18 @@ def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def cli(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def cli(
+    *args: str, env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None, exact_env: bool = False
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """``python -m avatarsdk ARGS`` in ``cwd``: this process's environment without ``AVATARSDK_*`` plus ``env``,
+    or exactly ``env`` (``exact_env``)."""
     return subprocess.run(
         [sys.executable, "-m", "avatarsdk", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
-        env=clean_env(env),
+        env=(env or {}) if exact_env else clean_env(env),
         check=False,
     )
 
@@ -301,15 +306,7 @@ def test_missing_credentials_exit_2_naming_the_variables(tmp_path: Path) -> None
 def test_usage_errors_exit_2(tmp_path: Path, args: List[str], message: str) -> None:
     (tmp_path / "garbage.wav").write_bytes(b"this is not audio" * 10)
     write_wav(tmp_path / "good.wav", 0.1)
-    result = subprocess.run(
-        [sys.executable, "-m", "avatarsdk", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        check=False,
-    )
+    result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert only_line(result.stderr).startswith(message)
 

@@ -102,15 +102,7 @@ def test_demo_honours_avatarsdk_local() -> None:
 def test_input_errors_come_before_credentials(tmp_path: Path, name: str, message: str) -> None:
     (tmp_path / "folder").mkdir()
     (tmp_path / "empty.wav").write_bytes(b"")
-    result = subprocess.run(
-        [sys.executable, "-m", "avatarsdk", "send", name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        check=False,
-    )
+    result = cli("send", name, cwd=tmp_path)
     assert result.returncode == 2
     assert only_line(result.stderr) == message
 
@@ -186,10 +178,8 @@ def tls_env(service: FakeAvatarService) -> Dict[str, str]:
 
 
 def tls_cli(*args: str, env: Dict[str, str]) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    """``cli`` with exactly ``env`` (``cli`` starts from this process's environment)."""
-    return subprocess.run(
-        [sys.executable, "-m", "avatarsdk", *args], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
+    """``cli`` with exactly ``env`` (no CA variable of this process's environment)."""
+    return cli(*args, env=env, exact_env=True)
 
 
 def test_ca_bundle_trusts_the_given_authorities(tls_service: FakeAvatarService, tmp_path: Path) -> None:
@@ -235,15 +225,7 @@ def test_insecure_connects_and_warns_once(tls_service: FakeAvatarService, tmp_pa
 )  # fmt: skip
 def test_tls_usage_errors(tmp_path: Path, args: List[str], message: str) -> None:
     write_wav(tmp_path / "good.wav", 0.1)
-    result = subprocess.run(
-        [sys.executable, "-m", "avatarsdk", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        check=False,
-    )
+    result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert only_line(result.stderr).startswith(message)
 
