@@ -8,17 +8,17 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import pytest
 import trustme
+from conftest import wait_until
 from test_cli import clean_env, cli, only_line, service_env, summary, write_wav
 
 from avatarsdk._cli import COMMANDS, _parser
 from avatarsdk.audio import load_audio
-from avatarsdk.testing import FakeAvatarService
+from avatarsdk.testing import FakeAvatarService, TokenReply
 
 # ---------------------------------------------------------------------------------- common options
 
@@ -307,15 +307,25 @@ def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path: Path, command: str, 
     assert "Traceback" not in out
 
 
-def test_the_demos_latch_is_set_without_waiting_for_a_lock() -> None:
-    """The demo's main thread waits for a request's last frame on a latch the dispatcher thread sets: setting it
-    must never block (a Ctrl-C can leave a threading.Event's lock held by the interrupted waiter)."""
-    from avatarsdk._cli.demo import _Latch
-
-    latch = _Latch()
-    assert latch.wait(0) is False
-    setter = threading.Thread(target=lambda: (latch.set(), latch.set()))  # a second set() is harmless
-    setter.start()
-    setter.join(5)
-    assert not setter.is_alive()
-    assert latch.wait(5) is True and latch.wait(0) is True  # it stays set
+@pytest.mark.parametrize("command", ["token", "send", "demo"])
+def test_ctrl_c_during_a_token_call_that_is_not_answered_ends_at_once(tmp_path: Path, command: str) -> None:
+    """The token call cannot be cut, and nothing is connected yet: the command is not waited for (it would sit
+    out the reply's delay, longer than this test waits)."""
+    args = {"token": [], "send": [str(write_wav(tmp_path / "a.wav", 0.2))], "demo": []}[command]
+    with FakeAvatarService() as service:
+        service.script_token(TokenReply(200, {"sessionToken": "late"}, delay=60.0))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "avatarsdk", command, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(service_env(service)),
+        )
+        try:
+            wait_until(lambda: service.token_requests or proc.poll() is not None, "the token call", timeout=30)
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert (proc.returncode, err) == (130, "interrupted\n"), out

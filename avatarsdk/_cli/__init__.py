@@ -34,6 +34,7 @@ from .common import (
     output_failed,
     say,
 )
+from .interrupt import Interrupt
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SERVICE", "EXIT_USAGE", "main"]
 
@@ -46,11 +47,12 @@ class _Command(Protocol):
     DESCRIPTION: str
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
-    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> int: ...
+    def run(self, args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: Interrupt) -> int: ...
 
 
 COMMANDS: List[_Command] = [demo, send, serve_local, token]
 LOCAL_ONLY = {serve_local.NAME}  # commands that connect nowhere: no TLS options
+GRACEFUL = {serve_local.NAME}  # commands that stop as they choose on Ctrl-C or SIGTERM (``guarded``)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -86,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
         command.add_arguments(sub)
         add_common_options(sub, top=False)
-        sub.set_defaults(func=guarded(command.run))
+        sub.set_defaults(func=guarded(command.run, graceful=command.NAME in GRACEFUL))
     return parser
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import warnings
 from contextlib import ExitStack
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from .. import REGIONS, AvatarSDKError, AvatarSDKErrorCode, InsecureTransportWarning
 from .._network import NetworkOptions
+from .interrupt import Interrupt, run_interruptible
 
 if TYPE_CHECKING:
     from ..testing import FakeAvatarService
@@ -74,6 +77,10 @@ HINTS: Dict[AvatarSDKErrorCode, str] = {
     _C.serverError: "the service reported an error; try again later",
     _C.unknown: "run with --verbose for details",
 }
+
+
+Command = Callable[[argparse.Namespace, TextIO, TextIO, Interrupt], int]
+"""A command's ``run``: its arguments, stdout, stderr and what Ctrl-C does to it; returns the exit status."""
 
 
 class UsageError(Exception):
@@ -323,17 +330,27 @@ def tls_options(args: argparse.Namespace, err: TextIO) -> Dict[str, Any]:
     return {"verify_tls": False}
 
 
-def guarded(run: Callable[[argparse.Namespace, TextIO, TextIO], int]) -> Callable[[argparse.Namespace], int]:
-    """``run`` on stdout and stderr, a :class:`UsageError` or Ctrl-C made an error line and its exit status."""
+def guarded(run: Command, *, graceful: bool = False) -> Callable[[argparse.Namespace], int]:
+    """``run`` on stdout and stderr, on a worker thread while the main thread waits for it or Ctrl-C
+    (``interrupt.run_interruptible``); a :class:`UsageError` made an error line and its exit status. On Ctrl-C
+    the command's stop actions run, it prints nothing more, and ``interrupted`` is the last line (status 130);
+    a ``graceful`` command also takes SIGTERM, and ends as it chooses on either."""
+
+    def work(args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: Interrupt) -> int:
+        try:
+            return run(args, out, err, interrupt)
+        except UsageError as exc:
+            say(err, f"error: {exc}")
+            return EXIT_USAGE
 
     def call(args: argparse.Namespace) -> int:
-        try:
-            return run(args, sys.stdout, sys.stderr)
-        except UsageError as exc:
-            say(sys.stderr, f"error: {exc}")
-            return EXIT_USAGE
-        except KeyboardInterrupt:
+        signals = (signal.SIGINT, signal.SIGTERM) if graceful else (signal.SIGINT,)
+        status, signum = run_interruptible(
+            partial(work, args), sys.stdout, sys.stderr, signals=signals, graceful=graceful
+        )
+        if status is None or (signum is not None and not graceful):
             say(sys.stderr, "interrupted")
             return EXIT_INTERRUPTED
+        return status
 
     return call

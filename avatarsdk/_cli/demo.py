@@ -31,6 +31,7 @@ from .common import (
     say,
     tls_options,
 )
+from .interrupt import Interrupt
 
 
 def tone(seconds: float, sample_rate: int = 16000, frequency: float = 220.0) -> bytes:
@@ -38,30 +39,6 @@ def tone(seconds: float, sample_rate: int = 16000, frequency: float = 220.0) -> 
     count = int(seconds * sample_rate)
     step = 2 * math.pi * frequency / sample_rate
     return struct.pack(f"<{count}h", *(int(6000 * math.sin(i * step)) for i in range(count)))
-
-
-class _Latch:
-    """Set from a callback, waited for by the main thread. Unlike ``threading.Event``, setting it never waits for
-    a lock: a Ctrl-C that interrupts ``Event.wait()`` just as it takes the Event's lock (``Condition.__enter__`` is
-    Python code, so the interrupt can land after the acquire and before the ``with`` block) leaves that lock held,
-    and the callback setting the Event would then block the session's dispatcher thread until ``close()`` gave up
-    on it, with a warning."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()  # held while not set
-
-    def set(self) -> None:
-        try:
-            self._lock.release()
-        except RuntimeError:  # already set
-            pass
-
-    def wait(self, timeout: float) -> bool:
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        self.set()  # it stays set
-        return True
 
 
 @dataclass
@@ -72,7 +49,7 @@ class _Request:
     size: int = 0
     first_at: Optional[float] = None
     last_at: Optional[float] = None
-    done: _Latch = field(default_factory=_Latch)
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class _Callbacks:
@@ -109,13 +86,18 @@ class _Callbacks:
         self.errors.append(err)
         try:
             say(self._out, f"  on_error {err}")
-        except OutputError:  # the main thread finds out on its next line
+        except OutputError:  # the command's thread finds out on its next line
             pass
         for req in self.sent.values():
             req.done.set()
 
+    def on_close(self) -> None:
+        self.closed.set()
+        for req in self.sent.values():  # close() from Ctrl-C: no last frame is coming
+            req.done.set()
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: Interrupt) -> int:
     """Run the demo; return the process exit status."""
     seconds, chunk_ms, utterances = args.seconds, args.chunk_ms, args.utterances
     if seconds <= 0 or chunk_ms <= 0 or utterances <= 0:
@@ -148,15 +130,25 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ):
             if kwargs.get(name):
                 say(out, f"  {label}  {kwargs[name]}")
-        return _five_steps(kwargs, seconds, chunk_ms, utterances, out)
+        return _five_steps(kwargs, out, interrupt, seconds=seconds, chunk_ms=chunk_ms, utterances=utterances)
 
 
-def _five_steps(kwargs: Dict[str, Any], seconds: float, chunk_ms: int, utterances: int, out: TextIO) -> int:
+def _five_steps(
+    kwargs: Dict[str, Any], out: TextIO, interrupt: Interrupt, *, seconds: float, chunk_ms: int, utterances: int
+) -> int:
     calls = _Callbacks(out)
     session = new_avatar_session(
-        **kwargs, transport_frames=calls.on_frame, on_error=calls.on_error, on_close=calls.closed.set
+        **kwargs, transport_frames=calls.on_frame, on_error=calls.on_error, on_close=calls.on_close
     )
     say(out, f"1. create   avatar {session.config.avatar_id}, {session.config.sample_rate} Hz PCM")
+    with interrupt.stopping(session.close):  # Ctrl-C: its waits end at once (on_close)
+        return _steps(session, calls, out, seconds=seconds, chunk_ms=chunk_ms, utterances=utterances)
+
+
+def _steps(
+    session: AvatarSession, calls: _Callbacks, out: TextIO, *, seconds: float, chunk_ms: int, utterances: int
+) -> int:
+    """Steps 2 to 5 (1, create, is done)."""
     try:
         _connect(session, out)
         pcm = tone(seconds, session.config.sample_rate)
@@ -212,6 +204,8 @@ def _send(session: AvatarSession, calls: _Callbacks, pieces: List[bytes], wait: 
         req.req_id = session.send_audio(piece, end=i == len(pieces) - 1)
     assert req is not None
     calls.sent[req.req_id] = req
+    if calls.closed.is_set():  # closed before on_close could see it (Ctrl-C)
+        req.done.set()
     if not req.done.wait(wait):
         say(out, f"  request {req.req_id}: no last frame within the wait")
     return req

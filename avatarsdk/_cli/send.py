@@ -38,10 +38,11 @@ from .common import (
     say,
     tls_options,
 )
+from .interrupt import Interrupt
 from .progress import FileRequest, Progress, progress
 
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: Interrupt) -> int:
     """``avatarsdk send FILE...``: one session, one request per file; a summary table at the end.
 
     In order: the arguments and files are checked, then the credentials (and TLS options), then each file's
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         where = urlsplit(ingress).netloc if ingress else f"region {found.get('region')}"
         where = "built-in stand-in service" if local else where
         say(out, f"avatarsdk send: {len(requests)} file(s) to {where}")
-        status, failure = _send_all(session, args, requests, out, errors)
+        with interrupt.stopping(session.close):  # Ctrl-C: its waits for frames end at once
+            status, failure = _send_all(session, args, requests, out, errors)
     _print_table(requests, out)
     if out_dir is not None:
         _save_frames(requests, out_dir, out)

@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import threading
-from types import FrameType
-from typing import Callable, Optional, TextIO
+from typing import TextIO
 
 from .common import ENV_VARS, EXIT_OK, UsageError, fake_service, say
+from .interrupt import Interrupt
 
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: Interrupt) -> int:
     """``avatarsdk serve-local``: run the stand-in until Ctrl-C or SIGTERM, after printing how to reach it."""
     for name, value in (("--port", args.port), ("--console-port", args.console_port)):
         if not 0 <= value <= 65535:
             raise UsageError(f"{name}: expected a port from 0 (any free one) to 65535, got {value}")
     stop = threading.Event()
-    restore = _on_signals(stop)
-    try:
+    with interrupt.stopping(stop.set):  # Ctrl-C or SIGTERM (a graceful command: ``guarded``)
         try:
             service = fake_service(port=args.port, console_port=args.console_port).start()
         except OSError as exc:
@@ -36,27 +34,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "ready",
             )
             stop.wait()
-    finally:
-        restore()
     say(out, "stopped")
     return EXIT_OK
-
-
-def _on_signals(stop: threading.Event) -> Callable[[], None]:
-    """Make SIGINT and SIGTERM set ``stop``; return what undoes it (nothing off the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: Optional[FrameType]) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
 
 
 NAME = "serve-local"

@@ -27,11 +27,12 @@ from .common import (
     say,
     tls_options,
 )
+from .interrupt import Interrupt
 
 MAX_EXPIRES_IN = 24 * 3600
 
 
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO, err: TextIO, interrupt: Interrupt) -> int:
     """``avatarsdk token``: request a session token and print its expiry (the token only with --show)."""
     if not 0 < args.expires_in <= MAX_EXPIRES_IN:
         raise UsageError(f"--expires-in: expected 1 to {MAX_EXPIRES_IN} seconds (24 h), got {args.expires_in}")
