@@ -250,8 +250,14 @@ def test_loopback_plain_transport_does_not_warn(service: FakeAvatarService) -> N
 
 # ------------------------------------------------------------------------------------ open/close cycles
 
+CYCLES = int(os.environ.get("AVATARSDK_CYCLES", "400"))  # more on demand: AVATARSDK_CYCLES=5000 pytest -k cycles
 
-def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarService) -> None:
+
+def test_open_close_cycles_leave_nothing_behind(service: FakeAvatarService) -> None:
+    """Threads, descriptors and the SDK's memory are flat over ``CYCLES`` sessions opened and closed every way
+    (after a frame, from inside a callback, racing a server drop): the SDK's traced memory grows by under 100
+    bytes a cycle."""
+
     def cycle(i: int) -> None:
         sessions: List[AvatarSession] = []
         from_callback = i % 7 == 0  # close from inside transport_frames
@@ -285,7 +291,7 @@ def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarSe
     tracemalloc.start(1)
     try:
         base = tracemalloc.take_snapshot().filter_traces(sdk_only)
-        for i in range(1000):
+        for i in range(CYCLES):
             cycle(i)
         # The stand-in's records hold websockets objects whose deque blocks CPython may have recycled from
         # the SDK's (tracemalloc then counts them as the SDK's): drop them first.
@@ -300,7 +306,7 @@ def test_a_thousand_open_close_cycles_leave_nothing_behind(service: FakeAvatarSe
     assert avatarsdk_threads() == []
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 5  # the fake's own sockets may be closing
     assert threading.active_count() <= threads_before + 5
-    assert grown < 100_000, f"the SDK holds {grown} bytes more after 1000 cycles"
+    assert grown < 100 * CYCLES, f"the SDK holds {grown} bytes more after {CYCLES} cycles"
 
 
 # --------------------------------------------------------------------------------------- back-pressure

@@ -12,6 +12,9 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import selectors
+import socket
+import threading
 import time
 from typing import Any, Dict, Tuple
 from urllib.parse import urlsplit
@@ -35,18 +38,37 @@ class Console:
         self.server = _ConsoleServer(("127.0.0.1", service.console_port), _handler(self))
         if service.ssl_context is not None:
             self.server.socket = service.ssl_context.wrap_socket(self.server.socket, server_side=True)
+        # close() wakes the accept loop at once (socketserver's serve_forever() would sit out a poll interval,
+        # which every test's teardown would pay).
+        self._wake, self._woken = socket.socketpair()
+        self._served = threading.Event()
 
     @property
     def port(self) -> int:
         return self.server.server_address[1]
 
     def serve_forever(self) -> None:
-        self.server.serve_forever(poll_interval=0.05)  # shutdown() waits a poll
+        """Accept and serve (a thread per connection) until :meth:`close`."""
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.server.socket, selectors.EVENT_READ)
+                selector.register(self._woken, selectors.EVENT_READ)
+                while True:
+                    ready = {key.fileobj for key, _ in selector.select()}
+                    if self._woken in ready:
+                        return
+                    self.server.handle_request()  # timeout 0: the connection that is ready, or none
+        finally:
+            self._served.set()
 
     def close(self) -> None:
-        """Stop serving (only after :meth:`serve_forever` has started) and close the listening socket."""
-        self.server.shutdown()
+        """Stop serving (the thread running :meth:`serve_forever` is started first) and close the listening
+        socket."""
+        self._wake.send(b"\0")
+        self._served.wait(5)  # as FakeAvatarService.close() joins its threads
         self.server.server_close()
+        self._wake.close()
+        self._woken.close()
 
     def token_call(self, headers: Dict[str, str], body: bytes, path: str = "/session-tokens") -> Answer:
         """Record a token call and answer it: the next scripted reply, else as the service would."""
@@ -99,6 +121,7 @@ def _json(status: int, document: Dict[str, Any]) -> Answer:
 
 class _ConsoleServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    timeout = 0.0  # handle_request() never waits: Console.serve_forever() calls it when a connection is ready
     allow_reuse_address = True  # a fixed port can be bound again right after a previous run
 
 
