@@ -281,18 +281,23 @@ def test_a_full_disk_is_one_error_line(args: List[str]) -> None:
     assert result.stderr == "error: cannot write the output: No space left on device\n"
 
 
+def started_cli(service: FakeAvatarService, command: str, *args: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    """``python -m avatarsdk COMMAND ARGS`` against ``service``, started, its output in pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "avatarsdk", command, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(service_env(service)),
+    )
+
+
 @pytest.mark.parametrize(("command", "mark"), [("send", "[1/1]"), ("demo", "3. start")])
 def test_ctrl_c_ends_with_one_line_and_status_130(tmp_path: Path, command: str, mark: str) -> None:
     audio = str(write_wav(tmp_path / "a.wav", 0.5))
     args = [audio, "--timeout", "60"] if command == "send" else ["--seconds", "0.5", "--utterances", "1"]
     with FakeAvatarService(on_request=lambda conn, request: None) as service:  # never answers: they wait
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "avatarsdk", command, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_env(service_env(service)),
-        )
+        proc = started_cli(service, command, *args)
         assert proc.stdout is not None
         seen: Optional[str] = None
         for line in proc.stdout:
@@ -314,13 +319,7 @@ def test_ctrl_c_during_a_token_call_that_is_not_answered_ends_at_once(tmp_path: 
     args = {"token": [], "send": [str(write_wav(tmp_path / "a.wav", 0.2))], "demo": []}[command]
     with FakeAvatarService() as service:
         service.script_token(TokenReply(200, {"sessionToken": "late"}, delay=60.0))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "avatarsdk", command, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_env(service_env(service)),
-        )
+        proc = started_cli(service, command, *args)
         try:
             wait_until(lambda: service.token_requests or proc.poll() is not None, "the token call", timeout=30)
             assert proc.poll() is None, proc.communicate()
