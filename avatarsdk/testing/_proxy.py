@@ -142,28 +142,24 @@ class FaultProxy:
             self._spawn(self._pump, "down", upstream, client, "bytes_down")
 
     def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                shutdown_write(sink)
-                return
-            if not self._forwarding.is_set():
-                continue  # blackholed: dropped
-            try:
-                sink.sendall(data)
-            except OSError:
-                return
+        def sent(size: int) -> None:
             with self._counted:
-                setattr(self, counter, getattr(self, counter) + len(data))
+                setattr(self, counter, getattr(self, counter) + size)
                 self._counted.notify_all()
 
+        pump(source, sink, passes=self._forwarding.is_set, sent=sent)  # blackholed: dropped
 
-def pump(source: socket.socket, sink: socket.socket) -> None:
-    """Forward ``source`` to ``sink`` until ``source`` ends, then half-close ``sink`` (a plain relay's one
-    direction: the CONNECT proxy of the tests and the benchmarks' delaying TLS proxy)."""
+
+def pump(
+    source: socket.socket,
+    sink: socket.socket,
+    *,
+    passes: Optional[Callable[[], bool]] = None,
+    sent: Optional[Callable[[int], None]] = None,
+) -> None:
+    """Forward ``source`` to ``sink`` until ``source`` ends, then half-close ``sink``: one direction of a relay
+    (FaultProxy's, the tests' CONNECT proxy's, the benchmarks' delaying TLS proxy's). ``passes``: whether what
+    is read now is forwarded (else dropped); ``sent``: told the size of each block forwarded."""
     while True:
         try:
             data = source.recv(65536)
@@ -172,10 +168,14 @@ def pump(source: socket.socket, sink: socket.socket) -> None:
         if not data:
             shutdown_write(sink)
             return
+        if passes is not None and not passes():
+            continue
         try:
             sink.sendall(data)
         except OSError:
             return
+        if sent is not None:
+            sent(len(data))
 
 
 def shutdown_write(sock: socket.socket) -> None:
