@@ -345,10 +345,8 @@ def guarded(run: Command, *, graceful: bool = False) -> Callable[[argparse.Names
 
     def call(args: argparse.Namespace) -> int:
         signals = (signal.SIGINT, signal.SIGTERM) if graceful else (signal.SIGINT,)
-        status, signum = run_interruptible(
-            partial(work, args), sys.stdout, sys.stderr, signals=signals, graceful=graceful
-        )
-        if status is None or (signum is not None and not graceful):
+        status, _ = run_interruptible(partial(work, args), sys.stdout, sys.stderr, signals=signals, graceful=graceful)
+        if status is None:  # interrupted (a graceful command: it had not ended when the wait did)
             say(sys.stderr, "interrupted")
             return EXIT_INTERRUPTED
         return status

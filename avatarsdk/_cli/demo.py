@@ -88,12 +88,14 @@ class _Callbacks:
             say(self._out, f"  on_error {err}")
         except OutputError:  # the command's thread finds out on its next line
             pass
-        for req in self.sent.values():
-            req.done.set()
+        self._no_more_frames()
 
     def on_close(self) -> None:
         self.closed.set()
-        for req in self.sent.values():  # close() from Ctrl-C: no last frame is coming
+        self._no_more_frames()  # close() from Ctrl-C: no last frame is coming
+
+    def _no_more_frames(self) -> None:
+        for req in self.sent.values():
             req.done.set()
 
 

@@ -29,8 +29,8 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from types import FrameType, TracebackType
-from typing import Callable, FrozenSet, Iterator, List, Optional, Sequence, TextIO, Tuple, Type, cast
+from types import FrameType
+from typing import Callable, FrozenSet, Iterator, List, Optional, Sequence, TextIO, Tuple, cast
 
 logger = logging.getLogger("avatarsdk.cli")
 
@@ -226,30 +226,18 @@ class _Worker:
         return self._status
 
 
-class _signals_to:
+@contextmanager
+def _signals_to(wake: socket.socket, signals: Sequence[int]) -> Iterator[None]:
     """While in the block: ``signals`` write their number to ``wake`` (from the C handler, so none is missed
     whatever thread it lands on) and raise nothing."""
-
-    def __init__(self, wake: socket.socket, signals: Sequence[int]) -> None:
-        self._wake = wake
-        self._signals = signals
-        self._previous: List[Tuple[int, object]] = []
-        self._previous_fd = -1
-
-    def __enter__(self) -> None:
-        self._previous_fd = signal.set_wakeup_fd(self._wake.fileno())
-        for signum in self._signals:
-            self._previous.append((signum, signal.signal(signum, _noticed)))
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        for signum, previous in self._previous:
-            signal.signal(signum, previous)  # type: ignore[arg-type]
-        signal.set_wakeup_fd(self._previous_fd)
+    previous_fd = signal.set_wakeup_fd(wake.fileno())
+    previous = [(signum, signal.signal(signum, _noticed)) for signum in signals]
+    try:
+        yield
+    finally:
+        for signum, handler in previous:
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
 
 
 def _noticed(signum: int, frame: Optional[FrameType]) -> None:
